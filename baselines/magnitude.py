@@ -1,0 +1,36 @@
+"""`magnitude`: train dense, prune once by global weight magnitude, fine-tune (the simplest control).
+
+Han et al. 2015 as in open_lth's `sparse_global` (one global |w| threshold over every prunable weight)
+in one shot. Fine-tuning reruns the recipe's schedule with the learning rate scaled by
+`finetune_lr_scale` (0.1 default: 0.01, then 0.001, 0.0001), as IMC's FineTuning variant does, so the
+two are comparable. Epochs recorded = training + fine-tuning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.masks import global_mask, magnitude_scores
+from methods.base import JobContext, Method
+from methods.registry import register
+
+
+@dataclass(frozen=True)
+class MagnitudeSettings:
+    finetune_lr_scale: float = field(default=0.1, metadata={"help": "fine-tuning lr = recipe lr x this"})
+
+
+@register("magnitude")
+class Magnitude(Method):
+    Settings = MagnitudeSettings
+
+    def run(self, context: JobContext) -> list[dict[str, Any]]:
+        model = context.new_model()
+        trained = context.train(model, "train")
+        with context.timed_scoring():
+            masks = global_mask(magnitude_scores(model), context.sparsity)
+        finetune = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)
+        result = context.train(model, "finetune", masks=masks, settings=finetune)
+        return [context.record(model, result.masks, result.evaluation, trained.epochs + result.epochs,
+                               accuracy_before_finetune=trained.evaluation.accuracy)]

@@ -1,0 +1,224 @@
+"""The dataset sources: digits, cifar10, cifar100, imagefolder and imagenet-sub.
+
+- `digits`: scikit-learn's bundled 8x8 digits (1,797 images, offline); a fixed stratified 20% test
+  split; no augmentation (flipping a digit changes it).
+- `cifar10`, `cifar100`: torchvision's loaders over `--data-root` (`--download` fetches them).
+- `imagefolder`: any ImageFolder root with `train/` and `test/` (or `val/`) subfolders, e.g. the
+  CIFAR-10 JPEG copy; images are squashed to `image_size` x `image_size` if they are another size.
+- `imagenet-sub`: ImageNet at 32x32 with a fixed-seed stratified sample of 100,000 training and
+  10,000 test images (sizes are settings). Read from an ImageFolder root (`train/`, `val/`; only the
+  sampled files are decoded) or from the official downsampled-ImageNet batch files
+  (`train_data_batch_1..10` and `val_data`, pickled or `.npz`, Chrabaszcz et al. 2017).
+
+32x32 colour sources get the standard crop (pad 4) + flip augmentation.
+"""
+
+from __future__ import annotations
+
+import pickle
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.core import DATASETS, DataSettings, ImageData, Source, channel_stats, stratified_subset
+from bench.errors import BenchError
+
+DECODE_THREADS = 4
+DIGITS_TEST_FRACTION = 0.2
+
+
+def _image_data(train_images, train_labels, test_images, test_labels, num_classes, augment, classes=None):
+    mean, std = channel_stats(train_images)
+    return ImageData(
+        train_images=train_images.contiguous(),
+        train_labels=train_labels.long(),
+        test_images=test_images.contiguous(),
+        test_labels=test_labels.long(),
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        augment=augment,
+        classes=classes,
+    )
+
+
+# --- digits -------------------------------------------------------------------------------------
+
+
+def load_digits(settings: DataSettings) -> ImageData:
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    images = torch.from_numpy(np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)).unsqueeze(1)
+    labels = torch.from_numpy(bunch.target).long()
+    test_index = stratified_subset(labels, round(DIGITS_TEST_FRACTION * labels.numel()), seed=0)
+    is_test = torch.zeros(labels.numel(), dtype=torch.bool)
+    is_test[test_index] = True
+    return _image_data(images[~is_test], labels[~is_test], images[is_test], labels[is_test], 10, augment=False)
+
+
+DATASETS.register("digits")(Source(load=load_digits, cache_key=lambda settings: {"version": 1}))
+
+
+# --- CIFAR (torchvision) --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TorchvisionCifar:
+    dataset_class: str
+    folder: str
+    num_classes: int
+
+    def load(self, settings: DataSettings) -> ImageData:
+        import torchvision
+
+        root = _require_root(settings, self.dataset_class)
+        dataset_class = getattr(torchvision.datasets, self.dataset_class)
+        splits = []
+        for train in (True, False):
+            try:
+                split = dataset_class(root=str(root), train=train, download=settings.download)
+            except RuntimeError as error:
+                raise BenchError(
+                    f"{self.dataset_class} not found or corrupt under {root} (looked for {root / self.folder}: "
+                    f"{error}); pass --download to fetch it, or --data-root DIR for the folder holding {self.folder}"
+                ) from None
+            images = torch.from_numpy(split.data).permute(0, 3, 1, 2)
+            splits.append((images, torch.tensor(split.targets)))
+        (train_images, train_labels), (test_images, test_labels) = splits
+        return _image_data(
+            train_images, train_labels, test_images, test_labels, self.num_classes, True, list(split.classes)
+        )
+
+    def cache_key(self, settings: DataSettings) -> dict:
+        return {"root": str(_require_root(settings, self.dataset_class).resolve())}
+
+
+for _name, _cifar in {
+    "cifar10": TorchvisionCifar("CIFAR10", "cifar-10-batches-py", 10),
+    "cifar100": TorchvisionCifar("CIFAR100", "cifar-100-python", 100),
+}.items():
+    DATASETS.register(_name)(Source(load=_cifar.load, cache_key=_cifar.cache_key))
+
+
+# --- ImageFolder ----------------------------------------------------------------------------------
+
+
+def _require_root(settings: DataSettings, what: str) -> Path:
+    if not settings.data_root:
+        raise BenchError(f"dataset {what} needs --data-root DIR; none was given")
+    root = Path(settings.data_root).expanduser()
+    if not root.is_dir() and not settings.download:
+        raise BenchError(f"data root {root} for {what} does not exist; pass --data-root DIR (or --download for CIFAR)")
+    return root
+
+
+def _split_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise BenchError(f"{what}: no {' or '.join(names)}/ folder under {root}; expected an ImageFolder root")
+
+
+def _decode(paths: list[str], size: int) -> torch.Tensor:
+    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import resize
+
+    def one(path: str) -> torch.Tensor:
+        image = decode_image(path, mode=ImageReadMode.RGB)
+        if image.shape[-2:] != (size, size):
+            image = resize(image, [size, size], antialias=True)
+        return image
+
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
+        return torch.stack(list(pool.map(one, paths)))
+
+
+def _folder_split(split_dir: Path):
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(split_dir), loader=lambda path: path)
+    return folder.classes, [path for path, _ in folder.samples], torch.tensor(folder.targets)
+
+
+def _load_image_folder_root(root: Path, what: str, size: int, train_count: int | None, test_count: int | None,
+                            seed: int) -> ImageData:
+    train_classes, train_paths, train_labels = _folder_split(_split_dir(root, ("train",), what))
+    test_classes, test_paths, test_labels = _folder_split(_split_dir(root, ("test", "val"), what))
+    if train_classes != test_classes:
+        raise BenchError(f"{what}: the train/ and test/ class folders under {root} differ")
+    splits = []
+    for paths, labels, count in ((train_paths, train_labels, train_count), (test_paths, test_labels, test_count)):
+        keep = stratified_subset(labels, count, seed) if count else torch.arange(labels.numel())
+        splits.append((_decode([paths[i] for i in keep.tolist()], size), labels[keep]))
+    (train_images, train_labels), (test_images, test_labels) = splits
+    return _image_data(train_images, train_labels, test_images, test_labels, len(train_classes),
+                       augment=size == 32, classes=train_classes)
+
+
+def load_image_folder(settings: DataSettings) -> ImageData:
+    root = _require_root(settings, "imagefolder")
+    return _load_image_folder_root(root, "imagefolder", settings.image_size, None, None, settings.subset_seed)
+
+
+def _folder_cache_key(settings: DataSettings) -> dict:
+    return {"root": str(_require_root(settings, "imagefolder").resolve()), "size": settings.image_size}
+
+
+DATASETS.register("imagefolder")(Source(load=load_image_folder, cache_key=_folder_cache_key))
+
+
+# --- ImageNet subsample ---------------------------------------------------------------------------
+
+
+def _read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if path.suffix == ".npz":
+        with np.load(path) as archive:
+            return archive["data"], np.asarray(archive["labels"])
+    with path.open("rb") as handle:
+        batch = pickle.load(handle)
+    return np.asarray(batch["data"]), np.asarray(batch["labels"])
+
+
+def _load_downsampled_batches(root: Path, settings: DataSettings) -> ImageData:
+    """The official 32x32 downsampled ImageNet: rows of 3072 uint8 (RGB planes), labels from 1."""
+    splits = []
+    for pattern, count in (("train_data_batch_*", settings.imagenet_train_size),
+                           ("val_data*", settings.imagenet_test_size)):
+        files = sorted(root.rglob(pattern), key=lambda path: (len(path.name), path.name))
+        if not files:
+            raise BenchError(f"imagenet-sub: no {pattern} files under {root}")
+        parts = [_read_batch_file(path) for path in files]
+        rows = np.concatenate([data for data, _ in parts])
+        labels = torch.from_numpy(np.concatenate([labels for _, labels in parts]).astype(np.int64) - 1)
+        keep = stratified_subset(labels, count, settings.subset_seed)
+        side = int(round((rows.shape[1] / 3) ** 0.5))
+        images = torch.from_numpy(rows[keep.numpy()]).reshape(-1, 3, side, side)
+        splits.append((images, labels[keep]))
+    (train_images, train_labels), (test_images, test_labels) = splits
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    return _image_data(train_images, train_labels, test_images, test_labels, num_classes, augment=side == 32)
+
+
+def load_imagenet_sub(settings: DataSettings) -> ImageData:
+    root = _require_root(settings, "imagenet-sub")
+    if any(root.rglob("train_data_batch_*")):
+        return _load_downsampled_batches(root, settings)
+    return _load_image_folder_root(root, "imagenet-sub", settings.image_size, settings.imagenet_train_size,
+                                   settings.imagenet_test_size, settings.subset_seed)
+
+
+def _imagenet_cache_key(settings: DataSettings) -> dict:
+    return {
+        "root": str(_require_root(settings, "imagenet-sub").resolve()),
+        "size": settings.image_size,
+        "train": settings.imagenet_train_size,
+        "test": settings.imagenet_test_size,
+        "seed": settings.subset_seed,
+    }
+
+
+DATASETS.register("imagenet-sub")(Source(load=load_imagenet_sub, cache_key=_imagenet_cache_key))

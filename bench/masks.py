@@ -1,0 +1,186 @@
+"""Prunable weights, exact-count thresholding of scores, and sparsity bookkeeping.
+
+Conventions (DESIGN.md, open_lth's `sparse_global`): the prunable set is every `Conv2d` and `Linear`
+weight, first conv, 1x1 shortcuts and classifier included; biases and BatchNorm never. Sparsity is
+the fraction of prunable weights that are zero.
+
+A mask is a dict `{parameter name: float tensor of 0/1}` shaped like the weight (float so that applying
+it is one fused multiply). Thresholding keeps *exactly* the requested number of weights: scores are
+ranked with a stable sort, so ties are broken by position and the same scores always give the same mask
+(Synaptic-Flow's `kthvalue` rule can keep more or fewer on ties).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Masks = dict[str, torch.Tensor]
+Scores = Mapping[str, torch.Tensor]
+
+PRUNABLE_MODULES = (nn.Conv2d, nn.Linear)
+
+
+def prunable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The prunable weights of `model`, by parameter name, in module order."""
+    return {
+        f"{module_name}.weight" if module_name else "weight": module.weight
+        for module_name, module in model.named_modules()
+        if isinstance(module, PRUNABLE_MODULES)
+    }
+
+
+def ones_masks(model: nn.Module) -> Masks:
+    """A dense mask (every prunable weight kept)."""
+    return {name: torch.ones_like(weight) for name, weight in prunable_parameters(model).items()}
+
+
+def keep_count(total: int, sparsity: float) -> int:
+    """How many of `total` weights a mask at `sparsity` keeps: round((1 - s) * total), exact."""
+    return int(round((1.0 - sparsity) * total))
+
+
+def _flat(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([tensor.detach().reshape(-1).float() for tensor in tensors.values()])
+
+
+def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Masks:
+    masks, start = {}, 0
+    for name, tensor in like.items():
+        masks[name] = flat[start : start + tensor.numel()].reshape(tensor.shape).to(tensor.dtype)
+        start += tensor.numel()
+    return masks
+
+
+def _keep_top(scores: torch.Tensor, count: int, allowed: torch.Tensor | None) -> torch.Tensor:
+    """A 0/1 vector keeping the `count` highest scores among `allowed` positions (stable on ties)."""
+    ranked = scores.clone()
+    if allowed is not None:
+        ranked[allowed == 0] = -math.inf
+    order = torch.argsort(ranked, descending=True, stable=True)
+    keep = torch.zeros_like(scores)
+    keep[order[:count]] = 1.0
+    return keep
+
+
+def global_mask(scores: Scores, sparsity: float, current: Masks | None = None) -> Masks:
+    """Keep the globally highest scores so that exactly `sparsity` of all prunable weights are zero.
+
+    With `current`, only weights it still keeps can survive (pruned weights stay pruned), and the
+    sparsity is still counted over all prunable weights.
+    """
+    flat_scores = _flat(scores)
+    if torch.isnan(flat_scores).any():
+        raise ValueError("scores contain NaN; cannot threshold")
+    allowed = _flat(current) if current is not None else None
+    count = keep_count(flat_scores.numel(), sparsity)
+    if allowed is not None:
+        count = min(count, int(allowed.sum().item()))
+    return _unflat(_keep_top(flat_scores, count, allowed), _like_weights(scores, current))
+
+
+def layerwise_mask(scores: Scores, densities: Mapping[str, float], current: Masks | None = None) -> Masks:
+    """Keep the highest scores inside each layer, round(density * size) of them per layer."""
+    like = _like_weights(scores, current)
+    masks = {}
+    for name, layer_scores in scores.items():
+        flat = layer_scores.detach().reshape(-1).float()
+        allowed = current[name].reshape(-1) if current is not None else None
+        count = int(round(densities[name] * flat.numel()))
+        masks[name] = _keep_top(flat, count, allowed).reshape(layer_scores.shape).to(like[name].dtype)
+    return masks
+
+
+def uniform_layerwise_mask(scores: Scores, sparsity: float, current: Masks | None = None) -> Masks:
+    """Every layer pruned to the same sparsity (layer-wise scope)."""
+    return layerwise_mask(scores, {name: 1.0 - sparsity for name in scores}, current)
+
+
+def _like_weights(scores: Scores, current: Masks | None) -> Mapping[str, torch.Tensor]:
+    if current is not None:
+        return current
+    return {name: torch.empty(tensor.shape, dtype=torch.float32, device=tensor.device) for name, tensor in scores.items()}
+
+
+@torch.no_grad()
+def apply_masks(model: nn.Module, masks: Masks) -> None:
+    """Zero the pruned weights of `model` in place."""
+    weights = prunable_parameters(model)
+    torch._foreach_mul_([weights[name] for name in masks], list(masks.values()))
+
+
+def masks_to(masks: Masks, device: torch.device | str, dtype: torch.dtype = torch.float32) -> Masks:
+    return {name: mask.to(device=device, dtype=dtype) for name, mask in masks.items()}
+
+
+def check_binary(masks: Masks) -> None:
+    for name, mask in masks.items():
+        if not bool(((mask == 0) | (mask == 1)).all()):
+            raise ValueError(f"mask {name} is not binary")
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Sparsity of a masked model: over the prunable weights, and whole-model compression."""
+
+    prunable: int
+    kept: int
+    total_parameters: int
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.kept / self.prunable
+
+    @property
+    def density(self) -> float:
+        return self.kept / self.prunable
+
+    @property
+    def compression(self) -> float:
+        """Total parameters / nonzero parameters (ShrinkBench's whole-model compression ratio)."""
+        nonzero = self.total_parameters - (self.prunable - self.kept)
+        return self.total_parameters / nonzero
+
+    def as_record(self) -> dict[str, float | int]:
+        return {
+            "achieved_sparsity": self.sparsity,
+            "density": self.density,
+            "compression": self.compression,
+            "prunable_weights": self.prunable,
+            "kept_weights": self.kept,
+            "total_parameters": self.total_parameters,
+        }
+
+
+def sparsity_report(model: nn.Module, masks: Masks | None) -> SparsityReport:
+    """Sparsity of `model` under `masks` (None: dense, every weight kept)."""
+    prunable = sum(weight.numel() for weight in prunable_parameters(model).values())
+    kept = prunable if masks is None else int(sum(mask.sum().item() for mask in masks.values()))
+    total = sum(parameter.numel() for parameter in model.parameters())
+    return SparsityReport(prunable=prunable, kept=kept, total_parameters=total)
+
+
+def layer_table(masks: Masks) -> list[dict[str, object]]:
+    """One row per prunable layer: name, shape, size, kept weights, sparsity."""
+    rows = []
+    for name, mask in masks.items():
+        kept = int(mask.sum().item())
+        rows.append(
+            {
+                "layer": name,
+                "shape": "x".join(map(str, mask.shape)),
+                "weights": mask.numel(),
+                "kept": kept,
+                "sparsity": 1.0 - kept / mask.numel(),
+            }
+        )
+    return rows
+
+
+def magnitude_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    """|w| for every prunable weight (the score of magnitude pruning, IMP and IMC's default mask)."""
+    return {name: weight.detach().abs() for name, weight in prunable_parameters(model).items()}

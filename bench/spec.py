@@ -1,0 +1,89 @@
+"""A job's identity: what it runs (method, dataset, arch, trial, sparsity, settings) and its id.
+
+The canonical JSON of a `JobSpec` drops every field still at its default (open_lth's rule: a new
+setting whose default changes nothing does not rename old runs), sorts keys, and hashes to a short
+sha256 prefix. The id is a readable prefix plus that hash, e.g.
+`snip-cifar10@5k-resnet20-s0.4-t0-3f9c2a1b7e`; a test pins two hashes.
+
+Where a job runs (device, data root, cache) is a `RunSettings`, stored beside the spec in `spec.json`
+but never hashed: the same job has the same id on a laptop and on a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from bench.data import DataSettings
+from bench.errors import BenchError, check_sparsity
+
+FOUND = "found"
+HASH_LENGTH = 10
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: a method on a dataset and arch, for one trial, at one requested sparsity."""
+
+    method: str
+    dataset: str
+    arch: str
+    trial: int = 0
+    sparsity: float | str | None = None  # None: the method takes no sparsity (dense, found by itself)
+    train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
+    hparams: dict[str, Any] = field(default_factory=dict)  # the method's Settings overrides
+
+    def __post_init__(self) -> None:
+        if self.sparsity is not None and self.sparsity != FOUND:
+            object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
+        if not isinstance(self.trial, int) or self.trial < 0:
+            raise BenchError(f"trial {self.trial!r} is not valid; accepted: an integer >= 0")
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as a dict without the fields that are at their defaults."""
+        defaults = {item.name: (item.default_factory() if callable(item.default_factory) else item.default)
+                    for item in fields(self)}
+        return {key: value for key, value in asdict(self).items()
+                if key not in defaults or value != defaults[key] or key in ("method", "dataset", "arch")}
+
+    def canonical_json(self) -> str:
+        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:HASH_LENGTH]
+
+    @property
+    def job_id(self) -> str:
+        if self.sparsity is None:
+            level = "dense" if self.method == "dense" else "auto"
+        elif self.sparsity == FOUND:
+            level = "sfound"
+        else:
+            level = f"s{self.sparsity:g}"
+        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}-{self.digest()}"
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> JobSpec:
+        known = {item.name for item in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise BenchError(f"unknown job spec field(s) {sorted(unknown)}; accepted: {sorted(known)}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where and how a job runs on this machine; not part of its identity."""
+
+    device: str = "cpu"
+    data: DataSettings = field(default_factory=DataSettings)
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> RunSettings:
+        return cls(device=value["device"], data=DataSettings(**value["data"]), progress=value.get("progress"))

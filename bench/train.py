@@ -1,0 +1,266 @@
+"""The one training loop every method uses: the paper's recipe, mask-aware, checkpointed, resumable.
+
+Recipe (paper A.5, open_lth's defaults where the paper is silent): SGD, lr 0.1, momentum 0.9, weight
+decay 1e-4 on every parameter, batch 100, 160 epochs, lr x0.1 at 1/2 and 3/4 of the epochs (stepped per
+epoch). Training is split into named *phases* (e.g. "pretrain", "round3"); each phase checkpoints
+atomically after every epoch (model, optimizer, masks, epoch, seconds, RNG state) to `ckpt/<phase>.pt`,
+and a finished phase returns its final state at once, so a method written as straight-line code
+resumes where it was interrupted and ends with the same numbers.
+
+Masks: pruned weights are zeroed once when a phase starts (or its masks change), and after every
+backward pass their gradients are multiplied by the mask (one fused `_foreach_mul_`). SGD's momentum
+buffer and weight decay then see zero for those entries, so the weights stay *exactly* zero.
+
+Data order and augmentation of epoch e come from `derive_seed(trial, "data", e)`: every method in a
+trial sees the same batches at the same epoch (paired comparisons).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from bench.atomic import torch_save
+from bench.data import DeviceData
+from bench.errors import BenchError, DivergedError
+from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
+from bench.seeds import derive_seed
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The training recipe (paper A.5); any field can be overridden per job (`--epochs`, grids)."""
+
+    epochs: int = field(default=160, metadata={"help": "training epochs of one full run"})
+    lr: float = field(default=0.1, metadata={"help": "initial learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum (open_lth's value)"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "weight decay on every parameter (open_lth)"})
+    batch_size: int = field(default=100, metadata={"help": "training batch size (paper A.5)"})
+    lr_drops: tuple[float, ...] = field(
+        default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma"}
+    )
+    lr_gamma: float = field(default=0.1, metadata={"help": "lr factor at each drop"})
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
+            raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0")
+        object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
+
+    def milestones(self) -> list[int]:
+        return [round(fraction * self.epochs) for fraction in self.lr_drops]
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of (0-based) `epoch` of this schedule."""
+        drops = sum(1 for milestone in self.milestones() if epoch >= milestone)
+        return self.lr * self.lr_gamma**drops
+
+
+EPOCH_COLUMNS = [
+    "phase", "epoch", "lr", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "test_top5",
+    "sparsity", "seconds",
+]
+
+
+class EpochLog:
+    """`epochs.csv`: one row per trained epoch, flushed as it is written."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def drop_after(self, phase: str, epoch: int) -> None:
+        """Forget rows of `phase` past `epoch` (written by an attempt that did not checkpoint them)."""
+        if not self.path.exists():
+            return
+        with self.path.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if not (row["phase"] == phase and int(row["epoch"]) > epoch)]
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, EPOCH_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict) -> None:
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, EPOCH_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+            handle.flush()
+
+
+@dataclass
+class Evaluation:
+    loss: float
+    accuracy: float
+    top5: float | None
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceData) -> Evaluation:
+    """Test loss, top-1 and (for more than 10 classes) top-5 accuracy, BN in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=data.device)
+    top1 = torch.zeros((), device=data.device)
+    top5 = torch.zeros((), device=data.device)
+    with_top5 = data.data.num_classes > 10
+    for images, labels in data.test_batches():
+        logits = model(images)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
+        top1 += (logits.argmax(1) == labels).sum()
+        if with_top5:
+            top5 += (logits.topk(5, dim=1).indices == labels[:, None]).any(1).sum()
+    model.train(was_training)
+    count = data.test_labels.numel()
+    return Evaluation(
+        loss=loss_sum.item() / count,
+        accuracy=top1.item() / count,
+        top5=top5.item() / count if with_top5 else None,
+    )
+
+
+@dataclass
+class PhaseResult:
+    """The end of a training phase; the model passed in holds the final weights."""
+
+    masks: Masks | None
+    evaluation: Evaluation
+    epochs: int
+    seconds: float
+
+
+EpochHook = Callable[[int, nn.Module, Masks | None], Masks | None]
+"""Called after each epoch with (epoch, model, masks); may return new masks (e.g. Flow&Prune)."""
+
+
+class Trainer:
+    """Trains models of one job: knows the data, the trial, the job's ckpt/ folder and epoch log."""
+
+    def __init__(self, data: DeviceData, trial: int, ckpt_dir: Path, epoch_log: EpochLog, progress: bool | None = None):
+        self.data = data
+        self.trial = trial
+        self.ckpt_dir = ckpt_dir
+        self.epoch_log = epoch_log
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def checkpoint_path(self, phase: str) -> Path:
+        return self.ckpt_dir / f"{phase}.pt"
+
+    def load_checkpoint(self, phase: str) -> dict | None:
+        path = self.checkpoint_path(phase)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location=self.data.device, weights_only=False)
+        except Exception as error:
+            raise BenchError(f"checkpoint {path} is corrupt ({type(error).__name__}); delete it to redo phase {phase!r}") from None
+
+    def train(
+        self,
+        model: nn.Module,
+        phase: str,
+        settings: TrainSettings,
+        masks: Masks | None = None,
+        start_epoch: int = 0,
+        on_epoch_end: EpochHook | None = None,
+    ) -> PhaseResult:
+        """Train `model` in place over epochs [start_epoch, settings.epochs) of `settings`' schedule."""
+        device = self.data.device
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+        )
+        first_epoch, seconds = start_epoch, 0.0
+        state = self.load_checkpoint(phase)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            masks = state["masks"]
+            if state["complete"]:
+                return PhaseResult(masks, Evaluation(**state["evaluation"]), state["epochs"], state["seconds"])
+            optimizer.load_state_dict(state["optimizer"])
+            first_epoch, seconds = state["next_epoch"], state["seconds"]
+            torch.set_rng_state(state["cpu_rng"])
+        self.epoch_log.drop_after(phase, first_epoch - 1)
+        weights = prunable_parameters(model)
+        masked_weights, mask_list = self._mask_lists(model, masks)
+        model.train()
+        evaluation = evaluate(model, self.data) if first_epoch >= settings.epochs else None
+        epochs_iter = range(first_epoch, settings.epochs)
+        if self.progress:
+            from tqdm import tqdm
+
+            epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=settings.epochs, leave=False)
+        for epoch in epochs_iter:
+            started = time.perf_counter()
+            lr = settings.lr_at(epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            for images, labels in self.data.train_batches(derive_seed(self.trial, "data", epoch), settings.batch_size):
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if masked_weights:
+                    torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
+                optimizer.step()
+                loss_sum += loss.detach() * labels.numel()
+                correct += (logits.detach().argmax(1) == labels).sum()
+            train_loss = loss_sum.item() / self.data.train_size
+            if not math.isfinite(train_loss):
+                raise DivergedError(f"training loss became {train_loss} in phase {phase!r}, epoch {epoch} (lr {lr})")
+            if on_epoch_end is not None:
+                new_masks = on_epoch_end(epoch, model, masks)
+                if new_masks is not None:
+                    masks = new_masks
+                    masked_weights, mask_list = self._mask_lists(model, masks)
+                    self._zero_momentum(optimizer, weights, masks)
+            evaluation = evaluate(model, self.data)
+            seconds += time.perf_counter() - started
+            sparsity = sparsity_report(model, masks).sparsity
+            self.epoch_log.append({
+                "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
+                "train_accuracy": correct.item() / self.data.train_size, "test_loss": evaluation.loss,
+                "test_accuracy": evaluation.accuracy, "test_top5": evaluation.top5, "sparsity": sparsity,
+                "seconds": round(seconds, 3),
+            })
+            self._save(phase, model, optimizer, masks, epoch + 1, seconds, evaluation, complete=False, epochs=0)
+        epochs = settings.epochs - start_epoch
+        self._save(phase, model, optimizer, masks, settings.epochs, seconds, evaluation, complete=True, epochs=epochs)
+        return PhaseResult(masks, evaluation, epochs, seconds)
+
+    def _mask_lists(self, model: nn.Module, masks: Masks | None) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+        if masks is None:
+            return [], []
+        weights = prunable_parameters(model)
+        apply_masks(model, masks)
+        return [weights[name] for name in masks], list(masks.values())
+
+    @staticmethod
+    def _zero_momentum(optimizer: torch.optim.Optimizer, weights: dict[str, nn.Parameter], masks: Masks) -> None:
+        for name, mask in masks.items():
+            buffer = optimizer.state.get(weights[name], {}).get("momentum_buffer")
+            if buffer is not None:
+                buffer.mul_(mask)
+
+    def _save(self, phase, model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs) -> None:
+        torch_save(self.checkpoint_path(phase), {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "masks": masks,
+            "next_epoch": next_epoch,
+            "seconds": seconds,
+            "evaluation": None if evaluation is None else vars(evaluation),
+            "complete": complete,
+            "epochs": epochs,
+            "cpu_rng": torch.get_rng_state(),
+        })

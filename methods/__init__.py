@@ -1,0 +1,1 @@
+"""The method contract (`base`, `registry`) and the paper's method, IMC."""

@@ -1,0 +1,51 @@
+"""The method registry: a method is one file with a class decorated `@register("name")`.
+
+Every module in the `methods` and `baselines` packages is imported on first use, so adding a method
+needs no list to edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import TYPE_CHECKING
+
+from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from methods.base import Method
+
+METHODS: Registry[type[Method]] = Registry("method")
+PLUGIN_PACKAGES = ("baselines", "methods")
+_loaded = False
+
+
+def register(name: str):
+    """Class decorator: register a `Method` subclass under `name` and set its `name`."""
+
+    def add(method_class: type[Method]) -> type[Method]:
+        method_class.name = name
+        return METHODS.register(name)(method_class)
+
+    return add
+
+
+def load_plugins() -> Registry[type[Method]]:
+    """Import every method module once; return the filled registry."""
+    global _loaded
+    if not _loaded:
+        for package_name in PLUGIN_PACKAGES:
+            package = importlib.import_module(package_name)
+            for module in pkgutil.iter_modules(package.__path__):
+                if not module.name.startswith("_"):
+                    importlib.import_module(f"{package_name}.{module.name}")
+        _loaded = True
+    return METHODS
+
+
+def get_method(name: str) -> type[Method]:
+    return load_plugins().get(name)
+
+
+def method_names() -> list[str]:
+    return load_plugins().names()
