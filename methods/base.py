@@ -81,6 +81,8 @@ class Method(ABC):
     """False for methods that run at no requested sparsity (dense)."""
     finds_sparsity: ClassVar[bool] = False
     """True for methods that find their own sparsity (IMC, Continuous Sparsification): no tolerance check."""
+    quick_hparams: ClassVar[dict[str, Any]] = {}
+    """Settings that make a smoke run cheap (the contract test and the offline default grid use them)."""
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -108,6 +110,11 @@ class JobContext:
         self.train_seconds = 0.0
         self.scoring_seconds = 0.0
         self.layer_rows: list[dict[str, Any]] = []
+
+    @property
+    def results_dir(self) -> Path:
+        """The results root holding `jobs/` (and caches shared between jobs, e.g. IMC's analysis)."""
+        return self.job_dir.parent.parent
 
     @property
     def trial(self) -> int:
