@@ -1,25 +1,40 @@
-"""The sparsity a job asked for as "found": IMC's s* from the same trial (wired by the IMC issue).
+"""The sparsity a job asked for as "found": IMC's s* from the same dataset, arch, trial and recipe.
 
 Interface used by the executors: `analysis_spec(spec)` is the job whose success guarantees the analysis
-exists (a SLURM `afterok` dependency, or an earlier phase locally); `found_sparsity(spec, results)` reads
-it.
+exists (method `imc-analysis`, registered in `methods/imc.py`: pretraining, spectrum, K and gap rule,
+no retraining; a SLURM `afterok` dependency, or an earlier phase locally); `found_sparsity(spec,
+results)` reads s* from that job's record. By default the analysis runs with IMC's default settings
+(the paper's); `analysis_spec(spec, hparams)` names other IMC settings.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bench.errors import BenchError
+from bench.jobs import DONE, job_dir, read_metrics, read_status
 from bench.spec import JobSpec
 
+ANALYSIS_METHOD = "imc-analysis"
 
-def analysis_spec(spec: JobSpec) -> JobSpec:
+
+def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSpec:
     """The IMC analysis job that a 'found' job of the same dataset, arch and trial depends on."""
-    return JobSpec(method="imc-analysis", dataset=spec.dataset, arch=spec.arch, trial=spec.trial, train=spec.train)
+    return JobSpec(method=ANALYSIS_METHOD, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
+                   train=dict(spec.train), hparams=dict(hparams or {}))
 
 
-def found_sparsity(spec: JobSpec, results: Path) -> float:
-    raise BenchError(
-        f"job {spec.job_id} asks for sparsity 'found', but no method that finds sparsity is installed yet; "
-        "accepted: a float in [0, 1)"
-    )
+def found_sparsity(spec: JobSpec, results: Path, hparams: dict[str, Any] | None = None) -> float:
+    """s* recorded by the finished analysis job of `spec`; a one-line BenchError if it is not done."""
+    analysis = analysis_spec(spec, hparams)
+    folder = job_dir(results, analysis)
+    state = read_status(folder)["state"]
+    records = read_metrics(folder) if state == DONE else []
+    if not records:
+        raise BenchError(
+            f"job {spec.job_id} asks for sparsity 'found', but IMC's analysis job {analysis.job_id} is {state} in "
+            f"{Path(results)}; accepted: run it first (python -m bench.run --methods {ANALYSIS_METHOD} ...) "
+            "or give a float sparsity in [0, 1)"
+        )
+    return float(records[0]["extra"]["found_sparsity"])

@@ -1,0 +1,438 @@
+"""IMC, the paper's method: prune at the spectral gap that gives the smallest inertial manifold.
+
+Follows `../shared/specs/imc.md` (binding), read from the supplement of the IMC paper (NeurIPS 2021,
+`../shared/paper/imc-supplementary.txt`: Theorem 5, A.4, A.5, Tables 14-16); there is no official
+code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
+
+1. pretrain the dense network from the trial's init theta_0 for `pretrain_epochs` epochs of the
+   recipe's schedule (the first epochs of the full run: its lr drops stay where the full run has
+   them), keeping theta_R after `rewind_epoch` epochs and theta_P at the end;
+2. at theta_P: the Hessian spectrum over the prunable weights by stochastic Lanczos quadrature on
+   PyHessian's Hessian-vector products, PyHessian's top eigenvalues, and the secant estimate of the
+   Lipschitz constant K(p, Delta) of F(U) = -grad L(W+U) + grad L(W) + H U (`methods.spectrum`);
+3. the gap rule: s* = the largest fraction of the spectrum above an admissible gap (gap > 4K, gap
+   resolved by SLQ, lower side >= 0, fraction <= max_sparsity); no admissible gap gives s* = 0;
+4. the mask at s*: global magnitude of theta_P, or the coordinates with most energy in the fast
+   subspace (`select = slow-manifold`);
+5. retraining, one registered method per variant: `imc-reinit` (fresh init), `imc-rewind`
+   (theta_R), `imc-finetune` (theta_P, lr scaled by `finetune_lr_scale`), all masked.
+
+Steps 1, 2 and 3-4 are stages cached beside the jobs (`<results>/imc-cache/`, `bench.shared_cache`:
+atomic, keyed by a hash of what determines them, computed once under a lock file), so the variants,
+`imc-analysis` (steps 1-4 only: the job that "found" sparsities of other methods wait for) and
+`imc-lipschitz` (the K sweep over p and Delta of Tables 14-15, no retraining) share the work. A job's
+runtime includes the stored seconds of the stages it used, whether it computed them or not.
+
+Where the paper is silent (named settings below, defaults as the spec says): the number and size of
+Hessian batches (one fixed, unaugmented sample of `hessian_batches` x `hessian_batch_size` training
+images; with BN in eval mode the Hessian of the mean loss over the concatenated sample equals the
+average of the per-batch Hessians, so it is one PyHessian batch), SLQ runs and steps, the power
+iteration's budget (`power_iterations`, `power_tolerance`: PyHessian's own defaults), the Lipschitz
+sample count, `gap_resolution`, `max_sparsity`, `spectrum_count`, `select`, `max_eigvecs`,
+`finetune_lr_scale` and `lipschitz_override`. Seeds come from the trial (`JobContext.seed`). When a
+job is given a requested sparsity (the report's `paper` source), IMC prunes at that sparsity with its
+own mask and still records the s* it found.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.atomic import torch_save
+from bench.errors import BenchError
+from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
+from bench.shared_cache import Stage, cached_stage
+from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
+from methods.base import JobContext, Method
+from methods.registry import register
+from methods.spectrum import (
+    SPECTRUM_COUNTS,
+    GapRule,
+    HessianOperator,
+    LipschitzEstimate,
+    Spectrum,
+    choose_split,
+    lipschitz_estimate,
+    prunable_hessian,
+    slq,
+)
+
+CACHE_FOLDER = "imc-cache"
+SELECTIONS = ("magnitude", "slow-manifold")
+
+
+@dataclass(frozen=True)
+class IMCSettings:
+    """IMC's settings (spec `imc.md`); Table 16 gives p, Delta, pretraining, rewinding, Hessian batch."""
+
+    pretrain_epochs: int = field(default=10, metadata={"help": "epochs of dense pretraining before the analysis"})
+    rewind_epoch: int = field(default=10, metadata={"help": "theta_R = weights after this many epochs (imc-rewind)"})
+    hessian_batch_size: int = field(default=128, metadata={"help": "images per Hessian batch"})
+    hessian_batches: int = field(default=1, metadata={"help": "fixed Hessian batches (pooled into one sample)"})
+    slq_runs: int = field(default=8, metadata={"help": "SLQ runs (random start vectors)"})
+    lanczos_steps: int = field(default=100, metadata={"help": "Lanczos steps per SLQ run"})
+    top_eigenvalues: int = field(default=5, metadata={"help": "top Hessian eigenvalues from PyHessian (diagnostic)"})
+    power_iterations: int = field(default=100, metadata={"help": "PyHessian power-iteration budget per eigenvalue"})
+    power_tolerance: float = field(default=1e-3, metadata={"help": "PyHessian power-iteration relative tolerance"})
+    lipschitz_p: float = field(default=2.0, metadata={"help": "p of the p-norm in K(p, Delta)"})
+    lipschitz_delta: float = field(default=0.01, metadata={"help": "radius Delta of the perturbations U"})
+    lipschitz_samples: int = field(default=16, metadata={"help": "random pairs (U_a, U_b) of the secant estimate"})
+    lipschitz_override: float | None = field(
+        default=None, metadata={"help": "use this K instead of the estimate (e.g. the paper's 6.17e-12)"})
+    spectrum_count: str = field(
+        default="mass", metadata={"help": "fraction of the spectrum: mass (SLQ weights) or nodes (share of nodes)"})
+    gap_resolution: float = field(
+        default=0.01, metadata={"help": "a gap must exceed this x (mu_max - mu_min) to count as resolved"})
+    max_sparsity: float = field(default=0.95, metadata={"help": "largest admissible fraction above a split"})
+    select: str = field(default="magnitude", metadata={"help": "mask at s*: magnitude or slow-manifold"})
+    max_eigvecs: int = field(default=64, metadata={"help": "cap on the fast-subspace eigenvectors (slow-manifold)"})
+    finetune_lr_scale: float = field(default=0.1, metadata={"help": "imc-finetune lr = recipe lr x this"})
+    lipschitz_sweep_p: tuple[float, ...] = field(
+        default=(2.0, 5.0, 10.0), metadata={"help": "p values of the imc-lipschitz sweep (Table 14)"})
+    lipschitz_sweep_delta: tuple[float, ...] = field(
+        default=(0.01, 0.05, 0.1, 0.5, 1.0), metadata={"help": "Delta values of the imc-lipschitz sweep (Table 15)"})
+
+    def __post_init__(self) -> None:
+        for name in ("pretrain_epochs", "rewind_epoch"):
+            if getattr(self, name) < 0:
+                raise BenchError(f"IMC setting {name} = {getattr(self, name)}; accepted: an integer >= 0")
+        for name in ("hessian_batch_size", "hessian_batches", "slq_runs", "lanczos_steps", "top_eigenvalues",
+                     "power_iterations", "lipschitz_samples", "max_eigvecs"):
+            if getattr(self, name) < 1:
+                raise BenchError(f"IMC setting {name} = {getattr(self, name)}; accepted: an integer >= 1")
+        if self.rewind_epoch > self.pretrain_epochs:
+            raise BenchError(f"IMC setting rewind_epoch = {self.rewind_epoch} exceeds pretrain_epochs = "
+                             f"{self.pretrain_epochs}; accepted: 0 <= rewind_epoch <= pretrain_epochs")
+        if self.spectrum_count not in SPECTRUM_COUNTS:
+            raise BenchError(f"IMC setting spectrum_count = {self.spectrum_count!r}; accepted: "
+                             f"{', '.join(SPECTRUM_COUNTS)}")
+        if self.select not in SELECTIONS:
+            raise BenchError(f"IMC setting select = {self.select!r}; accepted: {', '.join(SELECTIONS)}")
+        if not 0.0 < self.max_sparsity < 1.0:
+            raise BenchError(f"IMC setting max_sparsity = {self.max_sparsity}; accepted: a float in (0, 1)")
+        if self.lipschitz_override is not None:
+            object.__setattr__(self, "lipschitz_override", float(self.lipschitz_override))
+        object.__setattr__(self, "lipschitz_sweep_p", tuple(float(p) for p in self.lipschitz_sweep_p))
+        object.__setattr__(self, "lipschitz_sweep_delta", tuple(float(d) for d in self.lipschitz_sweep_delta))
+
+    def subset(self, names: tuple[str, ...]) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in names}
+
+
+PRETRAIN_KEYS = ("pretrain_epochs", "rewind_epoch")
+SAMPLE_KEYS = ("hessian_batch_size", "hessian_batches")
+ANALYSIS_KEYS = ("slq_runs", "lanczos_steps", "top_eigenvalues", "power_iterations", "power_tolerance",
+                 "lipschitz_p", "lipschitz_delta", "lipschitz_samples")
+SELECTION_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity", "select", "max_eigvecs")
+SWEEP_KEYS = ("lipschitz_samples", "lipschitz_sweep_p", "lipschitz_sweep_delta")
+
+QUICK_HPARAMS: dict[str, Any] = {
+    "pretrain_epochs": 1, "rewind_epoch": 1, "hessian_batch_size": 32, "slq_runs": 2, "lanczos_steps": 8,
+    "top_eigenvalues": 2, "power_iterations": 10, "lipschitz_samples": 2, "max_eigvecs": 4,
+}
+
+ANALYSES_COMPUTED = 0
+"""How many spectrum analyses this process has computed (the variants must share one)."""
+
+
+def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
+    """The first `epochs` epochs of `recipe`'s schedule: the lr drops stay where the full run has them."""
+    if epochs == 0 or recipe.epochs == 0:
+        return replace(recipe, epochs=epochs)
+    scale = recipe.epochs / epochs
+    return replace(recipe, epochs=epochs, lr_drops=tuple(fraction * scale for fraction in recipe.lr_drops))
+
+
+class IMCAnalysis:
+    """Steps 1-4 for one job: the shared, cached stages and what the job needs from them."""
+
+    def __init__(self, context: JobContext, settings: IMCSettings):
+        self.context = context
+        self.settings = settings
+        self.root = context.results_dir / CACHE_FOLDER
+        base = {"dataset": context.spec.dataset, "arch": context.spec.arch, "trial": context.trial,
+                "recipe": asdict(context.train_settings)}
+        self.pretrain_key = base | settings.subset(PRETRAIN_KEYS)
+        self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
+        self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS)
+        self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
+        self.stages: dict[str, Stage] = {}
+
+    # -- stage helpers ---------------------------------------------------------------------------
+
+    def stage(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
+        if name not in self.stages:
+            stage = cached_stage(self.root, name, key, compute)
+            self.stages[name] = stage
+            # the job's runtime includes the stage's cost whether it computed the stage or loaded it
+            if name == "pretrain":
+                self.context.train_seconds += stage.value["seconds"]
+            else:
+                self.context.scoring_seconds += stage.value["seconds"]
+        return self.stages[name].value
+
+    def model_at(self, state: dict[str, torch.Tensor], *seed_names: object) -> nn.Module:
+        model = self.context.new_model(*seed_names)
+        model.load_state_dict(state)
+        return model
+
+    def hessian_sample(self) -> tuple[torch.Tensor, torch.Tensor]:
+        count = self.settings.hessian_batches * self.settings.hessian_batch_size
+        return self.context.data.fixed_train_sample(count, self.context.seed("imc", "hessian"))
+
+    def lipschitz(self, operator: HessianOperator, p: float, delta: float) -> LipschitzEstimate:
+        """K(p, Delta) at theta_P; the seed depends on (p, Delta) only, so the sweep repeats the analysis' K."""
+        return lipschitz_estimate(operator, p, delta, self.settings.lipschitz_samples,
+                                  self.context.seed("imc", "lipschitz", p, delta))
+
+    def _timed(self, compute) -> Any:
+        started = time.perf_counter()
+        value = compute()
+        if self.context.device.type == "cuda":
+            torch.cuda.synchronize(self.context.device)
+        return value, time.perf_counter() - started
+
+    # -- step 1: pretraining ----------------------------------------------------------------------
+
+    @property
+    def pretrained(self) -> dict[str, Any]:
+        return self.stage("pretrain", self.pretrain_key, self._pretrain)
+
+    def _pretrain(self, folder: Path) -> dict[str, Any]:
+        context, settings = self.context, self.settings
+        model = context.new_model()
+        trainer = Trainer(context.data, context.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"),
+                          progress=context.trainer.progress)
+        rewind_path = folder / "ckpt" / "theta_R.pt"
+
+        def keep_rewind(epoch: int, trained: nn.Module, masks: Masks | None) -> None:
+            if epoch + 1 == settings.rewind_epoch:
+                torch_save(rewind_path, trained.state_dict())
+
+        if settings.rewind_epoch == 0 and not rewind_path.exists():
+            torch_save(rewind_path, model.state_dict())
+        schedule = leading_epochs(context.train_settings, settings.pretrain_epochs)
+        result = trainer.train(model, "pretrain", schedule, on_epoch_end=keep_rewind)
+        return {"theta_R": torch.load(rewind_path, map_location="cpu"), "theta_P": model.state_dict(),
+                "evaluation": vars(result.evaluation), "epochs": result.epochs, "seconds": result.seconds}
+
+    # -- step 2: spectrum, top eigenvalues, K -----------------------------------------------------
+
+    @property
+    def analysis(self) -> dict[str, Any]:
+        return self.stage("analysis", self.analysis_key, self._analyse)
+
+    def _analyse(self, folder: Path) -> dict[str, Any]:
+        global ANALYSES_COMPUTED
+        ANALYSES_COMPUTED += 1
+        settings, context = self.settings, self.context
+        model = self.model_at(self.pretrained["theta_P"])
+        inputs, labels = self.hessian_sample()
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        with prunable_hessian(model, inputs, labels) as operator:
+            spectrum, seconds["slq"] = self._timed(
+                lambda: slq(operator, settings.slq_runs, settings.lanczos_steps, context.seed("imc", "slq")))
+            (top, _), seconds["top_eigenvalues"] = self._timed(lambda: operator.top_eigenpairs(
+                settings.top_eigenvalues, settings.power_iterations, settings.power_tolerance,
+                context.seed("imc", "eigenvalues")))
+            lipschitz, seconds["lipschitz"] = self._timed(
+                lambda: self.lipschitz(operator, settings.lipschitz_p, settings.lipschitz_delta))
+            dimension = operator.dimension
+        return {"spectrum": asdict(spectrum), "top_eigenvalues": top, "lipschitz": asdict(lipschitz),
+                "dimension": dimension, "sample_size": int(labels.numel()), "parts_s": seconds,
+                "seconds": time.perf_counter() - started}
+
+    # -- steps 3-4: gap rule and mask -------------------------------------------------------------
+
+    @property
+    def selection(self) -> dict[str, Any]:
+        return self.stage("selection", self.selection_key, self._select)
+
+    def _select(self, folder: Path) -> dict[str, Any]:
+        settings, analysis = self.settings, self.analysis
+        started = time.perf_counter()
+        spectrum = Spectrum(**analysis["spectrum"])
+        lipschitz = analysis["lipschitz"]["value"] if settings.lipschitz_override is None \
+            else settings.lipschitz_override
+        splits = {count: choose_split(spectrum, GapRule(lipschitz, settings.gap_resolution, settings.max_sparsity, count))
+                  for count in SPECTRUM_COUNTS}
+        split = splits[settings.spectrum_count]
+        sparsity = split.sparsity if self.context.sparsity is None else self.context.sparsity
+        model = self.model_at(self.pretrained["theta_P"])
+        eigvecs_used = 0
+        if sparsity == 0.0:
+            masks = ones_masks(model)
+        elif settings.select == "magnitude":
+            masks = global_mask(magnitude_scores(model), sparsity)
+        else:
+            energy, eigvecs_used = self._fast_energy(model, sparsity, split.threshold)
+            masks = global_mask(energy, sparsity)
+        return {"splits": {count: value.as_dict() for count, value in splits.items()}, "lipschitz_used": lipschitz,
+                "pruned_sparsity": sparsity, "masks": masks_to(masks, "cpu"), "eigvecs_used": eigvecs_used,
+                "seconds": time.perf_counter() - started}
+
+    def _fast_energy(self, model: nn.Module, sparsity: float, threshold: float | None
+                     ) -> tuple[dict[str, torch.Tensor], int]:
+        """Keep-scores = minus the energy sum_v v_i^2 over the fast eigenvectors (mu above the split).
+
+        The fast subspace has as many dimensions as weights pruned (k = round(s x d)); PyHessian's power
+        iteration gives the top min(k, max_eigvecs) eigenvectors (largest |mu|; those at or below the
+        split are dropped), so for k > max_eigvecs this is an approximation.
+        """
+        inputs, labels = self.hessian_sample()
+        with prunable_hessian(model, inputs, labels) as operator:
+            count = min(max(1, round(sparsity * operator.dimension)), self.settings.max_eigvecs)
+            values, vectors = operator.top_eigenpairs(count, self.settings.power_iterations,
+                                                      self.settings.power_tolerance,
+                                                      self.context.seed("imc", "fast-subspace"))
+            floor = 0.0 if threshold is None else threshold
+            fast = [vector for value, vector in zip(values, vectors, strict=True) if value > floor]
+            energy = torch.zeros(operator.dimension, dtype=operator.dtype, device=operator.device)
+            for vector in fast:
+                energy += vector**2
+            scores = dict(zip(operator.names, operator.unflatten(-energy), strict=True))
+        return scores, len(fast)
+
+    # -- what a job uses ----------------------------------------------------------------------------
+
+    @property
+    def masks(self) -> Masks:
+        return masks_to(self.selection["masks"], self.context.device)
+
+    @property
+    def pretrain_epochs(self) -> int:
+        return self.pretrained["epochs"]
+
+    def diagnostics(self) -> dict[str, Any]:
+        """Everything the spec asks a job to store beyond the common record."""
+        analysis, selection = self.analysis, self.selection
+        split = selection["splits"][self.settings.spectrum_count]
+        return {
+            "found_sparsity": split["sparsity"],
+            "found_sparsity_mass": selection["splits"]["mass"]["sparsity"],
+            "found_sparsity_nodes": selection["splits"]["nodes"]["sparsity"],
+            "spectral_gap": split["reason"],
+            "split": split,
+            "splits": selection["splits"],
+            "lipschitz": analysis["lipschitz"],
+            "lipschitz_used": selection["lipschitz_used"],
+            "spectrum_nodes": analysis["spectrum"]["nodes"],
+            "spectrum_weights": analysis["spectrum"]["weights"],
+            "top_eigenvalues": analysis["top_eigenvalues"],
+            "hessian_dimension": analysis["dimension"],
+            "hessian_sample_size": analysis["sample_size"],
+            "pruned_sparsity": selection["pruned_sparsity"],
+            "eigvecs_used": selection["eigvecs_used"],
+            "analysis_s": analysis["seconds"],
+            "analysis_parts_s": analysis["parts_s"],
+            "selection_s": selection["seconds"],
+            "pretrain_s": self.pretrained["seconds"],
+            "pretrain_accuracy": self.pretrained["evaluation"]["accuracy"],
+            "computed_here": {name: stage.computed_here for name, stage in self.stages.items()},
+            "cache": {name: stage.folder.name for name, stage in self.stages.items()},
+            "imc_settings": asdict(self.settings),
+        }
+
+
+class IMCVariant(Method):
+    """Analyse (shared), then retrain the masked network from the variant's starting weights."""
+
+    Settings = IMCSettings
+    takes_sparsity = True
+    finds_sparsity = True
+    quick_hparams = QUICK_HPARAMS
+
+    def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
+        raise NotImplementedError
+
+    def run(self, context: JobContext) -> list[dict[str, Any]]:
+        imc = IMCAnalysis(context, self.settings)
+        masks = imc.masks
+        model, schedule = self.start(context, imc)
+        result = context.train(model, "retrain", masks=masks, settings=schedule)
+        return [context.record(model, result.masks, result.evaluation, imc.pretrain_epochs + result.epochs,
+                               **imc.diagnostics())]
+
+
+@register("imc-reinit")
+class IMCReinit(IMCVariant):
+    """The mask on a fresh random init (seed derived from the trial), the full recipe."""
+
+    def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
+        return context.new_model("reinit"), context.train_settings
+
+
+@register("imc-rewind")
+class IMCRewind(IMCVariant):
+    """theta_R masked, the original schedule from its start (A.4)."""
+
+    def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
+        return imc.model_at(imc.pretrained["theta_R"]), context.train_settings
+
+
+@register("imc-finetune")
+class IMCFinetune(IMCVariant):
+    """theta_P masked, trained on with the recipe's lr scaled by `finetune_lr_scale`."""
+
+    def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
+        schedule = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)
+        return imc.model_at(imc.pretrained["theta_P"]), schedule
+
+
+def _pretrained_record(context: JobContext, imc: IMCAnalysis, masks: Masks | None, **extra: Any) -> dict[str, Any]:
+    """The record of a job that does not retrain: theta_P (masked if `masks`), evaluated as it is."""
+    model = imc.model_at(imc.pretrained["theta_P"])
+    if masks is not None:
+        apply_masks(model, masks)
+    evaluation: Evaluation = evaluate(model, context.data)
+    return context.record(model, masks, evaluation, imc.pretrain_epochs, **extra)
+
+
+@register("imc-analysis")
+class IMCAnalysisOnly(Method):
+    """Steps 1-4 only: records s* (theta_P masked at s*, not retrained); 'found' jobs depend on it."""
+
+    Settings = IMCSettings
+    takes_sparsity = False
+    finds_sparsity = True
+    quick_hparams = QUICK_HPARAMS
+
+    def run(self, context: JobContext) -> list[dict[str, Any]]:
+        imc = IMCAnalysis(context, self.settings)
+        return [_pretrained_record(context, imc, imc.masks, **imc.diagnostics())]
+
+
+@register("imc-lipschitz")
+class IMCLipschitz(Method):
+    """K(p, Delta) over `lipschitz_sweep_p` x `lipschitz_sweep_delta` at theta_P (Tables 14-15), no retraining."""
+
+    Settings = IMCSettings
+    takes_sparsity = False
+    finds_sparsity = True
+    quick_hparams = QUICK_HPARAMS | {"lipschitz_sweep_p": (2.0, 5.0), "lipschitz_sweep_delta": (0.01, 0.1)}
+
+    def run(self, context: JobContext) -> list[dict[str, Any]]:
+        imc = IMCAnalysis(context, self.settings)
+        sweep_key = imc.sample_key | self.settings.subset(SWEEP_KEYS)
+        sweep = imc.stage("lipschitz-sweep", sweep_key, lambda folder: self._sweep(imc))
+        return [_pretrained_record(context, imc, None, lipschitz_sweep=sweep["table"], sweep_s=sweep["seconds"],
+                                   pretrain_s=imc.pretrained["seconds"], imc_settings=asdict(self.settings))]
+
+    def _sweep(self, imc: IMCAnalysis) -> dict[str, Any]:
+        settings = self.settings
+        started = time.perf_counter()
+        model = imc.model_at(imc.pretrained["theta_P"])
+        inputs, labels = imc.hessian_sample()
+        table = []
+        with prunable_hessian(model, inputs, labels) as operator:
+            for p in settings.lipschitz_sweep_p:
+                for delta in settings.lipschitz_sweep_delta:
+                    table.append(asdict(imc.lipschitz(operator, p, delta)))
+        return {"table": table, "seconds": time.perf_counter() - started}
