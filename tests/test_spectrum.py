@@ -1,0 +1,170 @@
+"""IMC's numerical core (`methods/spectrum.py`) against exact answers on models small enough to solve.
+
+The exact Hessian of a small tanh MLP on digits (1,776 prunable weights) comes from
+`torch.autograd.functional.hessian` and `torch.linalg.eigh`; SLQ over PyHessian's HVPs, PyHessian's
+top eigenvalues and the gap rule must agree with it. The gap rule is also checked on synthetic spectra
+with known gaps, and F(U) must be second order in U.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from bench.errors import BenchError
+from bench.masks import prunable_parameters
+from methods.spectrum import (
+    GapRule,
+    Spectrum,
+    choose_split,
+    lanczos,
+    lipschitz_estimate,
+    prunable_hessian,
+    remainder,
+    slq,
+)
+
+
+def trained_mlp(hidden: int, dtype: torch.dtype = torch.float32, steps: int = 200):
+    """A tanh MLP (with biases, which the Hessian must leave out) trained full-batch on 256 digits."""
+    digits = load_digits()
+    inputs = torch.tensor(digits.data[:256], dtype=dtype) / 16
+    labels = torch.tensor(digits.target[:256])
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, hidden), nn.Tanh(), nn.Linear(hidden, 10)).to(dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(inputs), labels).backward()
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    return model, inputs, labels
+
+
+def exact_eigenvalues(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eigenvalues of the loss Hessian over the prunable weights, by autograd and eigh (ascending)."""
+    weights = prunable_parameters(model)
+    shapes = [weight.shape for weight in weights.values()]
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        pieces = flat.split([shape.numel() for shape in shapes])
+        params = {name: piece.reshape(shape) for name, piece, shape in zip(weights, pieces, shapes, strict=True)}
+        return F.cross_entropy(functional_call(model, params, (inputs,)), labels)
+
+    flat = torch.cat([weight.detach().reshape(-1) for weight in weights.values()])
+    hessian = torch.autograd.functional.hessian(loss, flat, vectorize=True)
+    return torch.linalg.eigh(hessian.double()).eigenvalues
+
+
+@pytest.fixture(scope="module")
+def mlp_problem():
+    model, inputs, labels = trained_mlp(hidden=24)
+    return model, inputs, labels, exact_eigenvalues(model, inputs, labels)
+
+
+def test_slq_gap_rule_and_top_eigenvalues_match_the_exact_spectrum(mlp_problem):
+    model, inputs, labels, eigenvalues = mlp_problem
+    with prunable_hessian(model, inputs, labels) as operator:
+        assert operator.dimension == 64 * 24 + 24 * 10 == eigenvalues.numel()  # biases left out
+        spectrum = slq(operator, runs=8, steps=100, seed=0)
+        top, _ = operator.top_eigenpairs(4, max_iterations=200, tolerance=1e-6, seed=0)
+        lipschitz = lipschitz_estimate(operator, p=2.0, delta=0.01, samples=4, seed=0).value
+    assert model.training and all(param.grad is None for param in model.parameters())
+    assert all(param.requires_grad for param in model.parameters())
+    assert sum(spectrum.weights) == pytest.approx(1.0, abs=1e-9)
+    exact_top = eigenvalues.flip(0)[:4]
+    assert torch.allclose(torch.tensor(top, dtype=torch.float64), exact_top, rtol=0.01)
+    # a resolution fine enough that the chosen gap lies well inside the spectrum (1-2% above it)
+    rule = GapRule(lipschitz=lipschitz, gap_resolution=0.003, max_sparsity=0.95, spectrum_count="mass")
+    exact = choose_split(Spectrum.exact(eigenvalues), rule)
+    found = choose_split(spectrum, rule)
+    assert exact.sparsity > 0.005 and found.index is not None
+    assert found.mu_above == pytest.approx(exact.mu_above, rel=0.01)
+    assert found.mu_below == pytest.approx(exact.mu_below, rel=0.01)
+    assert abs(found.sparsity - exact.sparsity) < 0.02
+    exact_fraction = float((eigenvalues > exact.threshold).double().mean())
+    assert abs(spectrum.fraction_above(exact.threshold) - exact_fraction) < 0.02
+
+
+def test_lanczos_with_as_many_steps_as_dimensions_is_exact():
+    model, inputs, labels = trained_mlp(hidden=2, dtype=torch.float64, steps=50)  # 148 weights
+    eigenvalues = exact_eigenvalues(model, inputs, labels)
+    with prunable_hessian(model, inputs, labels) as operator:
+        nodes, weights = lanczos(operator, steps=operator.dimension, seed=1)
+    assert weights.sum().item() == pytest.approx(1.0, abs=1e-9)
+    # every Ritz value is an eigenvalue, and the extreme ones are found
+    distance = (nodes[:, None] - eigenvalues[None, :]).abs().min(dim=1).values
+    assert distance.max().item() < 1e-6 * eigenvalues.abs().max().item()
+    assert nodes.max().item() == pytest.approx(eigenvalues.max().item(), rel=1e-8)
+    assert nodes.min().item() == pytest.approx(eigenvalues.min().item(), rel=1e-6, abs=1e-8)
+
+
+def test_remainder_is_second_order():
+    model, inputs, labels = trained_mlp(hidden=8, dtype=torch.float64, steps=50)
+    with prunable_hessian(model, inputs, labels) as operator:
+        direction = torch.randn(operator.dimension, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        direction /= direction.norm()
+        assert remainder(operator, torch.zeros_like(direction)).norm().item() < 1e-12
+        ratios = [float(remainder(operator, scale * direction).norm() / scale**2) for scale in (1e-1, 1e-2, 1e-3)]
+        first_order = [float(remainder(operator, scale * direction).norm() / scale) for scale in (1e-1, 1e-3)]
+    assert ratios[0] > 1e-4  # F is not identically zero: the ratio is a real curvature change
+    assert max(ratios) / min(ratios) < 2.0  # bounded as ||U|| shrinks 10x and 100x
+    assert first_order[1] < first_order[0] / 50  # ||F(U)|| / ||U|| -> 0: no first-order term left
+
+
+# --- the gap rule on synthetic spectra -------------------------------------------------------------
+
+# gaps (descending): 0.2, 3.8 | 0.1, 3.9 | 0.05, 0.05, 1.8 | 0.05, 0.05, 0.05, 2.95 (below zero)
+NODES = [10.0, 9.8, 6.0, 5.9, 2.0, 1.95, 1.9, 0.1, 0.05, 0.0, -0.05, -3.0]
+
+
+def split_of(nodes=NODES, weights=None, lipschitz=0.01, resolution=0.01, max_sparsity=0.95, count="mass"):
+    weights = weights or [1.0 / len(nodes)] * len(nodes)
+    spectrum = Spectrum(nodes=nodes, weights=weights, runs=1, steps=len(nodes))
+    return choose_split(spectrum, GapRule(lipschitz, resolution, max_sparsity, count))
+
+
+def test_gap_rule_takes_the_admissible_gap_with_the_largest_fraction():
+    split = split_of()
+    assert split.sparsity == pytest.approx(7 / 12) and (split.mu_above, split.mu_below) == (1.9, 0.1)
+    assert split.admissible_splits == 4  # 10|9.8, 9.8|6, 5.9|2, 1.9|0.1; never -0.05|-3 (below zero)
+
+
+def test_gap_rule_four_k_condition():
+    assert split_of(lipschitz=0.44).sparsity == pytest.approx(7 / 12)  # 4K = 1.76 < 1.8
+    assert split_of(lipschitz=0.46).sparsity == pytest.approx(4 / 12)  # 4K = 1.84 > 1.8
+    assert split_of(lipschitz=0.96).sparsity == pytest.approx(4 / 12)  # 4K = 3.84: 3.8 fails, 3.9 holds
+    assert split_of(lipschitz=0.98).sparsity == 0.0
+
+
+def test_gap_rule_resolution_threshold():
+    # range 13: 0.13 x 13 = 1.69 < 1.8; 0.15 x 13 = 1.95 > 1.8; 0.31 x 13 = 4.03 > 3.9
+    assert split_of(resolution=0.13).sparsity == pytest.approx(7 / 12)
+    assert split_of(resolution=0.15).sparsity == pytest.approx(4 / 12)
+    assert split_of(resolution=0.31).sparsity == 0.0
+
+
+def test_gap_rule_max_sparsity_is_a_constraint_not_a_cap():
+    split = split_of(max_sparsity=0.5)
+    assert split.sparsity == pytest.approx(4 / 12) and split.mu_below == 2.0
+    assert split_of(max_sparsity=0.1).sparsity == pytest.approx(1 / 12)
+    assert split_of(max_sparsity=0.05).sparsity == 0.0
+
+
+def test_no_admissible_gap_gives_zero_not_an_exception():
+    split = split_of(nodes=[0.3, 0.2, 0.1, 0.0, -5.0, -10.0])  # the only big gaps are below zero
+    assert split.sparsity == 0.0 and split.index is None and split.reason == "no spectral gap"
+    assert split_of(nodes=[1.0]).sparsity == 0.0
+
+
+def test_mass_and_nodes_readings():
+    weights = [0.01] * 7 + [0.93 / 5] * 5  # the 7 nodes above the split carry 7% of the mass
+    assert split_of(weights=weights, count="mass").sparsity == pytest.approx(0.07)
+    assert split_of(weights=weights, count="nodes").sparsity == pytest.approx(7 / 12)
+    assert split_of(weights=weights, count="mass", max_sparsity=0.5).mu_below == 0.1  # 0.07 <= 0.5
+    with pytest.raises(BenchError, match="accepted: mass, nodes"):
+        split_of(count="weights")
