@@ -28,6 +28,7 @@ the theory is Theorem 5 of the IMC paper's supplement (`../shared/paper/imc-supp
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -113,7 +114,9 @@ def prunable_hessian(model: nn.Module, inputs: torch.Tensor, labels: torch.Tenso
         param.requires_grad_(False)
     model.zero_grad(set_to_none=True)
     try:
-        engine = PyHessian(model, nn.CrossEntropyLoss(), data=(inputs, labels), cuda=inputs.device.type == "cuda")
+        with warnings.catch_warnings():  # PyHessian's backward(create_graph=True); we drop .grad afterwards
+            warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+            engine = PyHessian(model, nn.CrossEntropyLoss(), data=(inputs, labels), cuda=inputs.device.type == "cuda")
         names = [names_by_id[id(param)] for param in engine.params]
         yield HessianOperator(engine, model, names, inputs, labels)
     finally:

@@ -1,0 +1,168 @@
+"""IMC's pipeline (`methods/imc.py`): one shared analysis, the variants' starting weights, masks, the
+found-sparsity interface, the Lipschitz sweep and the shared-stage lock, on 300 digits with ResNet-8."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.found import analysis_spec, found_sparsity
+from bench.jobs import DONE, job_dir, read_metrics, run_job, train_settings_for, write_spec
+from bench.shared_cache import cached_stage
+from bench.spec import FOUND, JobSpec, RunSettings
+from bench.train import EpochLog, Trainer
+from methods import imc
+from methods.base import JobContext, build_settings
+from methods.registry import get_method
+
+DATASET, ARCH = "digits@300", "resnet8"
+TRAIN = {"epochs": 1}
+HPARAMS = imc.QUICK_HPARAMS | {"pretrain_epochs": 2, "rewind_epoch": 1}
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch) -> None:
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
+
+
+def spec_of(method: str, sparsity=None, **hparams) -> JobSpec:
+    return JobSpec(method=method, dataset=DATASET, arch=ARCH, sparsity=sparsity, train=TRAIN,
+                   hparams=HPARAMS | hparams)
+
+
+def run(results: Path, spec: JobSpec) -> dict:
+    status = run_job(write_spec(results, spec, RunSettings(device="cpu", progress=False)))
+    assert status["state"] == DONE, status.get("traceback")
+    return read_metrics(job_dir(results, spec))[0]
+
+
+def context_for(results: Path, spec: JobSpec) -> JobContext:
+    """The context a job of `spec` gets (as `bench.jobs` builds it), for looking at a method's inputs."""
+    from bench.data import DeviceData, load_dataset
+
+    method_class = get_method(spec.method)
+    method = method_class(build_settings(method_class.Settings, spec.hparams, spec.method))
+    folder = job_dir(results, spec)
+    data = DeviceData(load_dataset(spec.dataset, RunSettings().data), "cpu")
+    trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=False)
+    sparsity = spec.sparsity if isinstance(spec.sparsity, float) else None
+    return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings_for(spec), sparsity)
+
+
+def same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+
+
+def test_variants_share_one_analysis_and_start_from_their_weights(tmp_path):
+    before = imc.ANALYSES_COMPUTED
+    records = {name: run(tmp_path, spec_of(name, sparsity=0.5)) for name in ("imc-reinit", "imc-rewind", "imc-finetune")}
+    assert imc.ANALYSES_COMPUTED - before == 1
+    computed = [record["extra"]["computed_here"]["analysis"] for record in records.values()]
+    assert computed == [True, False, False]
+    assert len({record["extra"]["cache"]["analysis"] for record in records.values()}) == 1
+    for record in records.values():
+        # a requested sparsity (the report's "paper" source) is pruned exactly; s* is still recorded
+        assert record["achieved_sparsity"] == pytest.approx(0.5, abs=1e-4)
+        assert record["epochs"] == HPARAMS["pretrain_epochs"] + TRAIN["epochs"]
+        assert record["runtime_s"] >= record["extra"]["pretrain_s"] + record["extra"]["analysis_s"]
+        assert "found_sparsity_mass" in record["extra"] and "found_sparsity_nodes" in record["extra"]
+
+    starts = {}
+    for name in records:
+        context = context_for(tmp_path, spec_of(name, sparsity=0.5))
+        analysis = imc.IMCAnalysis(context, context.method.settings)
+        starts[name] = context.method.start(context, analysis)
+    pretrained = analysis.pretrained
+    theta_0 = context.new_model().state_dict()
+    fresh = context.new_model("reinit").state_dict()
+    reinit, rewind, finetune = (starts[name][0] for name in records)
+    assert same_weights(reinit, fresh) and not same_weights(reinit, theta_0)
+    assert same_weights(rewind, pretrained["theta_R"]) and not same_weights(rewind, pretrained["theta_P"])
+    assert not same_weights(rewind, theta_0)  # theta_R is after rewind_epoch = 1 epoch of training
+    assert same_weights(finetune, pretrained["theta_P"])
+    assert starts["imc-finetune"][1].lr == pytest.approx(0.1 * context.train_settings.lr)
+    assert starts["imc-rewind"][1] == context.train_settings
+
+    masks = analysis.masks
+    for name in records:  # the retrained weights are masked by the shared IMC mask
+        retrained = torch.load(job_dir(tmp_path, spec_of(name, sparsity=0.5)) / "ckpt" / "retrain.pt",
+                               weights_only=False)
+        for layer, mask in masks.items():
+            assert torch.equal(retrained["masks"][layer], mask)
+            assert not retrained["model"][layer][mask == 0].any()
+
+
+def test_analysis_job_found_sparsity_and_no_gap(tmp_path):
+    found_spec = JobSpec(method="magnitude", dataset=DATASET, arch=ARCH, sparsity=FOUND, train=TRAIN)
+    with pytest.raises(BenchError, match="imc-analysis"):
+        found_sparsity(found_spec, tmp_path, HPARAMS)
+    analysis = analysis_spec(found_spec, HPARAMS)
+    record = run(tmp_path, analysis)
+    extra = record["extra"]
+    assert found_sparsity(found_spec, tmp_path, HPARAMS) == extra["found_sparsity"]
+    assert record["achieved_sparsity"] == pytest.approx(extra["found_sparsity"], abs=1e-4)
+    assert record["epochs"] == HPARAMS["pretrain_epochs"]
+    assert extra["found_sparsity"] == extra["found_sparsity_mass"] == extra["split"]["sparsity"]
+    assert len(extra["spectrum_nodes"]) == HPARAMS["slq_runs"] * HPARAMS["lanczos_steps"]
+    assert sum(extra["spectrum_weights"]) == pytest.approx(1.0)
+    assert extra["lipschitz"]["p"] == 2.0 and extra["lipschitz"]["delta"] == 0.01 and extra["lipschitz"]["value"] > 0
+
+    # the same analysis (cached) with an absurd K: no admissible gap is s* = 0, recorded, not an error
+    before = imc.ANALYSES_COMPUTED
+    no_gap = run(tmp_path, spec_of("imc-analysis", lipschitz_override=1e9))
+    assert imc.ANALYSES_COMPUTED == before
+    assert no_gap["extra"]["found_sparsity"] == 0.0 and no_gap["achieved_sparsity"] == 0.0
+    assert no_gap["extra"]["spectral_gap"] == "no spectral gap"
+
+    # the Lipschitz sweep repeats the analysis' K at (p=2, Delta=0.01) and covers the grid of (p, Delta)
+    sweep = run(tmp_path, spec_of("imc-lipschitz", lipschitz_sweep_p=(2.0, 5.0), lipschitz_sweep_delta=(0.01, 0.1)))
+    table = sweep["extra"]["lipschitz_sweep"]
+    assert [(row["p"], row["delta"]) for row in table] == [(2.0, 0.01), (2.0, 0.1), (5.0, 0.01), (5.0, 0.1)]
+    assert table[0]["value"] == pytest.approx(extra["lipschitz"]["value"], rel=1e-5)
+
+
+def test_slow_manifold_prunes_the_fast_subspace_energy(tmp_path):
+    spec = spec_of("imc-analysis", sparsity=0.3, select="slow-manifold")
+    record = run(tmp_path, spec)
+    assert record["achieved_sparsity"] == pytest.approx(0.3, abs=1e-4) and record["extra"]["eigvecs_used"] >= 1
+    context = context_for(tmp_path, spec)
+    analysis = imc.IMCAnalysis(context, context.method.settings)
+    model = analysis.model_at(analysis.pretrained["theta_P"])
+    scores, _ = analysis._fast_energy(model, 0.3, analysis.selection["splits"]["mass"]["threshold"])
+    energy = -torch.cat([score.reshape(-1) for score in scores.values()])
+    kept = torch.cat([mask.reshape(-1) for mask in analysis.masks.values()]).bool()
+    assert energy[~kept].min() >= energy[kept].max()  # every pruned weight has at least the kept energy
+    assert energy[~kept].max() > 0
+
+
+def test_settings_are_checked():
+    for bad in ({"spectrum_count": "weights"}, {"select": "random"}, {"rewind_epoch": 11}, {"max_sparsity": 1.0}):
+        with pytest.raises(BenchError, match="accepted"):
+            imc.IMCSettings(**bad)
+
+
+def test_two_jobs_at_once_compute_a_stage_once(tmp_path):
+    calls, results = [], []
+
+    def compute(folder: Path) -> dict:
+        calls.append(folder)
+        time.sleep(0.3)
+        return {"value": torch.arange(3)}
+
+    def job() -> None:
+        results.append(cached_stage(tmp_path, "stage", {"k": 1}, compute))
+
+    threads = [threading.Thread(target=job) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(stage.computed_here for stage in results) == [False, True]
+    assert all(torch.equal(stage.value["value"], torch.arange(3)) for stage in results)
+    assert cached_stage(tmp_path, "stage", {"k": 2}, compute).computed_here  # another key, another stage
