@@ -110,6 +110,8 @@ class JobContext:
         self.train_seconds = 0.0
         self.scoring_seconds = 0.0
         self.layer_rows: list[dict[str, Any]] = []
+        self.last_recorded: tuple[nn.Module, Masks | None] | None = None
+        """The model and masks of the latest record (the contract test inspects them)."""
 
     @property
     def results_dir(self) -> Path:
@@ -172,6 +174,7 @@ class JobContext:
             check_binary(masks)
             self.layer_rows.extend({"round": round, **row} for row in layer_table(masks))
         report = sparsity_report(model, masks)
+        self.last_recorded = (model, masks)
         requested = self.sparsity if requested_sparsity is None else requested_sparsity
         return {
             "job_id": self.job_id,
