@@ -83,3 +83,14 @@ def test_apply_masks_zeroes_exactly_the_pruned_weights():
     apply_masks(model, masks)
     for name, weight in prunable_parameters(model).items():
         assert torch.equal(weight == 0, masks[name] == 0)
+
+
+def test_flops_count_conv_and_linear_macs_scaled_by_density():
+    from bench.flops import layer_macs, pruned_macs
+
+    model = tiny_net()  # conv 1->4, 3x3 on 8x8 -> 4x6x6 outputs of 9 MACs; linear 144 -> 5
+    macs = layer_macs(model, (1, 8, 8))
+    assert macs == {"0.weight": 4 * 36 * 9, "3.weight": 144 * 5}
+    masks = layerwise_mask(magnitude_scores(model), {"0.weight": 0.5, "3.weight": 0.25})
+    assert pruned_macs(macs, masks) == pytest.approx(0.5 * 1296 + 0.25 * 720)
+    assert pruned_macs(macs, None) == 1296 + 720
