@@ -256,8 +256,8 @@ class Split:
     sparsity: float
     spectrum_count: str
     index: int | None = None  # the split lies after node `index` (nodes in descending order)
-    mu_above: float | None = None
-    mu_below: float | None = None
+    upper: float | None = None  # mu_j, the lowest node above the split (the fast side's edge)
+    lower: float | None = None  # mu_{j+1}, the highest node below it (the slow side's edge)
     gap: float | None = None
     four_k: float = 0.0
     resolution_threshold: float = 0.0
@@ -269,7 +269,7 @@ class Split:
     @property
     def threshold(self) -> float | None:
         """The midpoint of the chosen gap (an eigenvalue level separating W- from W+)."""
-        return None if self.index is None else 0.5 * (self.mu_above + self.mu_below)
+        return None if self.index is None else 0.5 * (self.upper + self.lower)
 
     def as_dict(self) -> dict:
         return asdict(self) | {"threshold": self.threshold}
@@ -296,7 +296,7 @@ def choose_split(spectrum: Spectrum, rule: GapRule) -> Split:
     index = int(candidates[-1])  # fractions grow with the index: the last admissible split is the largest
     return Split(
         sparsity=float(fractions[index]), spectrum_count=rule.spectrum_count, index=index,
-        mu_above=float(nodes[index]), mu_below=float(nodes[index + 1]), gap=float(gaps[index]), four_k=four_k,
+        upper=float(nodes[index]), lower=float(nodes[index + 1]), gap=float(gaps[index]), four_k=four_k,
         resolution_threshold=resolution, fraction_mass=float(mass_above[index]),
         fraction_nodes=float(nodes_above[index]), admissible_splits=int(candidates.numel()),
         reason="largest admissible fraction",

@@ -12,22 +12,15 @@ import torch
 
 from bench.errors import BenchError
 from bench.found import analysis_spec, found_sparsity
-from bench.jobs import DONE, job_dir, read_metrics, run_job, train_settings_for, write_spec
+from bench.jobs import DONE, job_dir, make_context, read_metrics, run_job, write_spec
 from bench.shared_cache import cached_stage
 from bench.spec import FOUND, JobSpec, RunSettings
-from bench.train import EpochLog, Trainer
 from methods import imc
-from methods.base import JobContext, build_settings
-from methods.registry import get_method
+from methods.base import JobContext
 
 DATASET, ARCH = "digits@300", "resnet8"
 TRAIN = {"epochs": 1}
 HPARAMS = imc.QUICK_HPARAMS | {"pretrain_epochs": 2, "rewind_epoch": 1}
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path_factory, monkeypatch) -> None:
-    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "data-cache"))
 
 
 def spec_of(method: str, sparsity=None, **hparams) -> JobSpec:
@@ -42,16 +35,14 @@ def run(results: Path, spec: JobSpec) -> dict:
 
 
 def context_for(results: Path, spec: JobSpec) -> JobContext:
-    """The context a job of `spec` gets (as `bench.jobs` builds it), for looking at a method's inputs."""
-    from bench.data import DeviceData, load_dataset
+    """The context a job of `spec` gets, for looking at a method's inputs."""
+    return make_context(spec, RunSettings(device="cpu", progress=False), job_dir(results, spec), results)
 
-    method_class = get_method(spec.method)
-    method = method_class(build_settings(method_class.Settings, spec.hparams, spec.method))
-    folder = job_dir(results, spec)
-    data = DeviceData(load_dataset(spec.dataset, RunSettings().data), "cpu")
-    trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=False)
-    sparsity = spec.sparsity if isinstance(spec.sparsity, float) else None
-    return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings_for(spec), sparsity)
+
+@pytest.fixture(scope="module")
+def shared_results(tmp_path_factory) -> Path:
+    """One results folder for the tests that may share IMC's cached pretraining and analysis."""
+    return tmp_path_factory.mktemp("imc-results")
 
 
 def same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
@@ -97,7 +88,8 @@ def test_variants_share_one_analysis_and_start_from_their_weights(tmp_path):
             assert not retrained["model"][layer][mask == 0].any()
 
 
-def test_analysis_job_found_sparsity_and_no_gap(tmp_path):
+def test_analysis_job_found_sparsity_and_no_gap(shared_results):
+    tmp_path = shared_results
     found_spec = JobSpec(method="magnitude", dataset=DATASET, arch=ARCH, sparsity=FOUND, train=TRAIN)
     with pytest.raises(BenchError, match="imc-analysis"):
         found_sparsity(found_spec, tmp_path, HPARAMS)
@@ -110,7 +102,8 @@ def test_analysis_job_found_sparsity_and_no_gap(tmp_path):
     assert extra["found_sparsity"] == extra["found_sparsity_mass"] == extra["split"]["sparsity"]
     assert len(extra["spectrum_nodes"]) == HPARAMS["slq_runs"] * HPARAMS["lanczos_steps"]
     assert sum(extra["spectrum_weights"]) == pytest.approx(1.0)
-    assert extra["lipschitz"]["p"] == 2.0 and extra["lipschitz"]["delta"] == 0.01 and extra["lipschitz"]["value"] > 0
+    estimate = extra["lipschitz_estimate"]
+    assert estimate["p"] == 2.0 and estimate["delta"] == 0.01 and estimate["value"] == extra["lipschitz"] > 0
 
     # the same analysis (cached) with an absurd K: no admissible gap is s* = 0, recorded, not an error
     before = imc.ANALYSES_COMPUTED
@@ -123,10 +116,11 @@ def test_analysis_job_found_sparsity_and_no_gap(tmp_path):
     sweep = run(tmp_path, spec_of("imc-lipschitz", lipschitz_sweep_p=(2.0, 5.0), lipschitz_sweep_delta=(0.01, 0.1)))
     table = sweep["extra"]["lipschitz_sweep"]
     assert [(row["p"], row["delta"]) for row in table] == [(2.0, 0.01), (2.0, 0.1), (5.0, 0.01), (5.0, 0.1)]
-    assert table[0]["value"] == pytest.approx(extra["lipschitz"]["value"], rel=1e-5)
+    assert table[0]["value"] == pytest.approx(estimate["value"], rel=1e-5)
 
 
-def test_slow_manifold_prunes_the_fast_subspace_energy(tmp_path):
+def test_slow_manifold_prunes_the_fast_subspace_energy(shared_results):
+    tmp_path = shared_results
     spec = spec_of("imc-analysis", sparsity=0.3, select="slow-manifold")
     record = run(tmp_path, spec)
     assert record["achieved_sparsity"] == pytest.approx(0.3, abs=1e-4) and record["extra"]["eigvecs_used"] >= 1

@@ -83,8 +83,8 @@ def test_slq_gap_rule_and_top_eigenvalues_match_the_exact_spectrum(mlp_problem):
     exact = choose_split(Spectrum.exact(eigenvalues), rule)
     found = choose_split(spectrum, rule)
     assert exact.sparsity > 0.005 and found.index is not None
-    assert found.mu_above == pytest.approx(exact.mu_above, rel=0.01)
-    assert found.mu_below == pytest.approx(exact.mu_below, rel=0.01)
+    assert found.upper == pytest.approx(exact.upper, rel=0.01)
+    assert found.lower == pytest.approx(exact.lower, rel=0.01)
     assert abs(found.sparsity - exact.sparsity) < 0.02
     exact_fraction = float((eigenvalues > exact.threshold).double().mean())
     assert abs(spectrum.fraction_above(exact.threshold) - exact_fraction) < 0.02
@@ -130,7 +130,7 @@ def split_of(nodes=NODES, weights=None, lipschitz=0.01, resolution=0.01, max_spa
 
 def test_gap_rule_takes_the_admissible_gap_with_the_largest_fraction():
     split = split_of()
-    assert split.sparsity == pytest.approx(7 / 12) and (split.mu_above, split.mu_below) == (1.9, 0.1)
+    assert split.sparsity == pytest.approx(7 / 12) and (split.upper, split.lower) == (1.9, 0.1)
     assert split.admissible_splits == 4  # 10|9.8, 9.8|6, 5.9|2, 1.9|0.1; never -0.05|-3 (below zero)
 
 
@@ -150,7 +150,7 @@ def test_gap_rule_resolution_threshold():
 
 def test_gap_rule_max_sparsity_is_a_constraint_not_a_cap():
     split = split_of(max_sparsity=0.5)
-    assert split.sparsity == pytest.approx(4 / 12) and split.mu_below == 2.0
+    assert split.sparsity == pytest.approx(4 / 12) and split.lower == 2.0
     assert split_of(max_sparsity=0.1).sparsity == pytest.approx(1 / 12)
     assert split_of(max_sparsity=0.05).sparsity == 0.0
 
@@ -165,6 +165,6 @@ def test_mass_and_nodes_readings():
     weights = [0.01] * 7 + [0.93 / 5] * 5  # the 7 nodes above the split carry 7% of the mass
     assert split_of(weights=weights, count="mass").sparsity == pytest.approx(0.07)
     assert split_of(weights=weights, count="nodes").sparsity == pytest.approx(7 / 12)
-    assert split_of(weights=weights, count="mass", max_sparsity=0.5).mu_below == 0.1  # 0.07 <= 0.5
+    assert split_of(weights=weights, count="mass", max_sparsity=0.5).lower == 0.1  # 0.07 <= 0.5
     with pytest.raises(BenchError, match="accepted: mass, nodes"):
         split_of(count="weights")
