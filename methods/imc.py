@@ -400,7 +400,7 @@ class IMCAnalysisOnly(Method):
     """Steps 1-4 only: records s* (theta_P masked at s*, not retrained); 'found' jobs depend on it."""
 
     Settings = IMCSettings
-    takes_sparsity = False
+    takes_sparsity = True  # as the variants: prunes at a requested sparsity if given, else at s*
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS
 
