@@ -96,10 +96,29 @@ class SpecJob(submitit.helpers.Checkpointable):
             import torch
 
             torch.set_num_threads(int(cpus))
+        print(describe_resume(Path(spec_path).parent), flush=True)
         status = run_job(spec_path, retry_failed=self.retry_failed)
         if status["state"] != DONE:
             raise RuntimeError(f"job {Path(spec_path).parent.name} {status['state']}: {status.get('error')}")
         return status["state"]
+
+
+def describe_resume(folder: Path) -> str:
+    """One log line: which attempt this is and which epoch checkpoints it resumes from."""
+    import torch
+
+    from bench.jobs import read_status
+
+    status = read_status(folder)
+    checkpoints = []
+    for path in sorted((folder / "ckpt").glob("*.pt")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # a torn file: the trainer reports it
+            continue
+        checkpoints.append(f"{path.stem} {'complete' if state.get('complete') else 'at epoch ' + str(state.get('next_epoch'))}")
+    where = f"resuming from {', '.join(checkpoints)}" if checkpoints else "starting from scratch"
+    return f"prunebench job {folder.name}: state {status['state']}, attempt {status.get('attempt', 0) + 1}, {where}"
 
 
 def _write_specs(planned: list[PlannedJob], results: Path, run: RunSettings) -> dict[str, Path]:

@@ -27,6 +27,7 @@ from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
 JOBS_LOG = "jobs.jsonl"
 QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"
 ACTIVE_QUEUE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
+WAITING_QUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 LOG_TAIL_LINES = 12
 
 
@@ -74,11 +75,15 @@ def read_jobs_log(results: Path) -> dict[str, dict[str, Any]]:
 
 
 def squeue_states() -> dict[str, tuple[str, str]] | None:
-    """SLURM id ("123" or "123_4") -> (state, reason) of this user's queued jobs; None without squeue."""
+    """SLURM id ("123" or "123_4") -> (state, reason) of this user's jobs; None without squeue.
+
+    `-t all` also lists jobs that ended within the controller's MinJobAge (e.g. CANCELLED), which
+    names the reason a job left the queue; older ones are simply absent.
+    """
     if shutil.which("squeue") is None:
         return None
     try:
-        output = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
+        output = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
                                 capture_output=True, text=True, timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -118,7 +123,7 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
     if status["state"] == DONE:
         return state
     queued = queue.get(slurm_id) if (queue is not None and slurm_id) else None
-    if queued is not None:
+    if queued is not None and queued[0] in ACTIVE_QUEUE_STATES | WAITING_QUEUE_STATES:
         state.state = RUNNING if queued[0] in ACTIVE_QUEUE_STATES else PENDING
         state.reason = queued[1] if state.state == PENDING else ""
         return state
@@ -133,9 +138,10 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
         state.state = status["state"] if status["state"] == RUNNING else QUEUED
         return state
     tail = log_tail(log)
-    state.state = CANCELLED if "CANCELLED" in tail else LOST
+    ended = queued[0] if queued is not None else ""
+    state.state = CANCELLED if "CANCELLED" in ended or "CANCELLED" in tail else LOST
     state.reason = ("cancelled" if state.state == CANCELLED else
-                    "left the queue without finishing (killed, out of memory, node failure or timeout)")
+                    f"left the queue without finishing ({ended or 'killed, out of memory, node failure or timeout'})")
     state.traceback = tail
     return state
 
