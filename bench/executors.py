@@ -320,7 +320,8 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
                    slurm_ids: dict[str, str | None], outcome: Outcome, echo: Printer) -> None:
     for dependency, jobs in groups.items():
         additional = {"dependency": "afterok:" + ":".join(dependency)} if dependency else {}
-        executor.update_parameters(slurm_additional_parameters=additional)
+        # append: a requeued job keeps the log of its earlier attempts (the signal, the traceback)
+        executor.update_parameters(slurm_additional_parameters={"open-mode": "append", **additional})
         for start in range(0, len(jobs), chunk):
             part = jobs[start:start + chunk]
             paths = [write_spec(results, job.spec, run) for job in part]

@@ -139,7 +139,8 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
         return state
     tail = log_tail(log)
     ended = queued[0] if queued is not None else ""
-    state.state = CANCELLED if "CANCELLED" in ended or "CANCELLED" in tail else LOST
+    cancelled_in_log = any("CANCELLED AT" in line and "REQUEUE" not in line for line in tail.splitlines())
+    state.state = CANCELLED if "CANCELLED" in ended or cancelled_in_log else LOST
     state.reason = ("cancelled" if state.state == CANCELLED else
                     f"left the queue without finishing ({ended or 'killed, out of memory, node failure or timeout'})")
     state.traceback = tail

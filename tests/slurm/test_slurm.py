@@ -104,39 +104,50 @@ epochs = 30
 
 
 def test_requeue_resumes_from_checkpoint(tmp_path: Path) -> None:
+    """Two interruptions mid-training, each ending with the uninterrupted run's numbers:
+    `scontrol requeue` (what an admin or a preemption does) and USR2, submitit's timeout/preemption
+    signal, on which `SpecJob.checkpoint` hands submitit the same spec path to requeue."""
     grid = write_grid(tmp_path / "requeue.toml", REQUEUE_GRID)
-    plain, requeued = tmp_path / "uninterrupted", tmp_path / "requeued"
+    plain = tmp_path / "uninterrupted"
     submit(grid, plain)
-    submit(grid, requeued)
-    (entry,) = submissions(requeued)
-    epochs_csv = requeued / "jobs" / entry["job_id"] / "epochs.csv"
+    interrupts = {"scontrol": ["scontrol", "requeue"], "usr2": ["scancel", "--signal=USR2"]}
+    for name in interrupts:
+        submit(grid, tmp_path / name)
+    for name, command in interrupts.items():
+        (entry,) = submissions(tmp_path / name)
+        epochs_csv = tmp_path / name / "jobs" / entry["job_id"] / "epochs.csv"
 
-    def mid_training() -> bool:
-        rows = epochs_csv.read_text().splitlines()[1:] if epochs_csv.exists() else []
-        return len(rows) >= 3
+        def mid_training(epochs_csv: Path = epochs_csv) -> bool:
+            rows = epochs_csv.read_text().splitlines()[1:] if epochs_csv.exists() else []
+            return len(rows) >= 3
 
-    wait_for(mid_training, 90, "three trained epochs")
-    subprocess.run(["scontrol", "requeue", entry["slurm_id"]], check=True)
-    # SLURM holds a requeued batch job for about two minutes (BeginTime); release it at once.
-    wait_for(lambda: "PD" in subprocess.run(["squeue", "-h", "-j", entry["slurm_id"], "-o", "%t"],
-                                            capture_output=True, text=True).stdout, 60, "the requeued job pending")
-    subprocess.run(["scontrol", "update", f"JobId={entry['slurm_id']}", "StartTime=now"], check=True)
-    wait_until_left_queue(requeued)
+        wait_for(mid_training, 120, f"three trained epochs before {name}")
+        subprocess.run([*command, entry["slurm_id"]], check=True)
+        # SLURM holds a requeued batch job for about two minutes (BeginTime); release it at once.
+        wait_for(lambda entry=entry: "PD" in subprocess.run(["squeue", "-h", "-j", entry["slurm_id"], "-o", "%t"],
+                                                            capture_output=True, text=True).stdout,
+                 60, f"the job pending again after {name}")
+        subprocess.run(["scontrol", "update", f"JobId={entry['slurm_id']}", "StartTime=now"], check=True)
     wait_until_left_queue(plain)
-
-    status = status_of(requeued, entry["job_id"])
-    assert status["state"] == "done" and status["attempt"] == 2, status
-    log = Path(entry["log"]).read_text()
-    resumed = [line for line in log.splitlines() if "attempt 2" in line]
-    assert resumed and "resuming from train at epoch" in resumed[0], log
-    assert int(resumed[0].rsplit("epoch ", 1)[1]) >= 3
-    provenance = json.loads((epochs_csv.parent / "provenance.json").read_text())
-    assert provenance["slurm"]["SLURM_RESTART_COUNT"] == "1"
-    epochs = [line.split(",")[1] for line in epochs_csv.read_text().splitlines()[1:]]
-    assert epochs == [str(epoch) for epoch in range(30)], "every epoch logged once"
-    ours = json.loads((epochs_csv.parent / "metrics.json").read_text())[0]
-    reference = json.loads((plain / "jobs" / entry["job_id"] / "metrics.json").read_text())[0]
-    assert (ours["accuracy"], ours["test_loss"]) == (reference["accuracy"], reference["test_loss"])
+    reference = json.loads((plain / "jobs" / submissions(plain)[0]["job_id"] / "metrics.json").read_text())[0]
+    for name in interrupts:
+        wait_until_left_queue(tmp_path / name)
+        (entry,) = submissions(tmp_path / name)
+        folder = tmp_path / name / "jobs" / entry["job_id"]
+        status = status_of(tmp_path / name, entry["job_id"])
+        assert status["state"] == "done" and status["attempt"] == 2, (name, status)
+        log = Path(entry["log"]).read_text()
+        assert "attempt 1, starting from scratch" in log, f"{name}: the log keeps every attempt"
+        resumed = [line for line in log.splitlines() if "attempt 2" in line]
+        assert resumed and "resuming from train at epoch" in resumed[0], (name, log)
+        assert int(resumed[0].rsplit("epoch ", 1)[1]) >= 3, name
+        provenance = json.loads((folder / "provenance.json").read_text())
+        assert provenance["slurm"]["SLURM_RESTART_COUNT"] == "1", name
+        epochs = [line.split(",")[1] for line in (folder / "epochs.csv").read_text().splitlines()[1:]]
+        assert epochs == [str(epoch) for epoch in range(30)], f"{name}: every epoch logged once"
+        ours = json.loads((folder / "metrics.json").read_text())[0]
+        assert (ours["accuracy"], ours["test_loss"]) == (reference["accuracy"], reference["test_loss"]), name
+    assert "Caught signal SIGUSR2" in Path(submissions(tmp_path / "usr2")[0]["log"]).read_text()
 
 
 CANCEL_GRID = """
