@@ -24,8 +24,10 @@ die() { echo "[start-cluster] error: $*" >&2; exit 1; }
 
 stop_daemons() {
   for pidfile in "$STATE_DIR/slurmd.pid" "$STATE_DIR/slurmctld.pid"; do
-    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      kill "$(cat "$pidfile")" && log "stopped $(basename "$pidfile" .pid) ($(cat "$pidfile"))"
+    pid=$(cat "$pidfile" 2>/dev/null || true)
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" && log "stopped $(basename "$pidfile" .pid) ($pid)"
+      for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
     fi
   done
 }
@@ -105,11 +107,17 @@ else
 fi
 export SLURM_CONF=$CONF
 
-# (Re)start the daemons so that they read this configuration.
+# (Re)start the daemons so that they read this configuration. A live controller keeps its jobs; a
+# fresh start (after a reboot, or in CI after the daemons of an earlier run were ended) clears the
+# saved state, so that jobs of a dead cluster are not requeued here.
+CLEAR=-c
+if [ -s "$STATE_DIR/slurmctld.pid" ] && kill -0 "$(cat "$STATE_DIR/slurmctld.pid")" 2>/dev/null; then
+  CLEAR=-i
+fi
 stop_daemons
 sleep 0.5
 log "starting slurmctld and slurmd ($NODE_LINE)"
-slurmctld -i 2>>"$STATE_DIR/slurmctld.log" || die "slurmctld did not start (see $STATE_DIR/slurmctld.log)"
+slurmctld "$CLEAR" 2>>"$STATE_DIR/slurmctld.log" || die "slurmctld did not start (see $STATE_DIR/slurmctld.log)"
 slurmd 2>>"$STATE_DIR/slurmd.log" || die "slurmd did not start (see $STATE_DIR/slurmd.log)"
 
 started=$(date +%s)
