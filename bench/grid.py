@@ -80,7 +80,18 @@ class GridPart:
                 levels.append(check_sparsity(item))
         return list(dict.fromkeys(levels))
 
+    def validate(self) -> None:
+        """Fail fast, before any job runs, on an unknown dataset or arch (methods: in `jobs`)."""
+        from bench.data import DATASETS, parse_dataset_name
+        from bench.models import ARCHS
+
+        for dataset in self.datasets:
+            DATASETS.get(parse_dataset_name(dataset)[0])
+        for arch in self.archs:
+            ARCHS.get(arch)
+
     def jobs(self) -> list[JobSpec]:
+        self.validate()
         specs = []
         settings_product = _product(self.vary)
         for dataset, arch, trial in itertools.product(self.datasets, self.archs, range(self.trials)):

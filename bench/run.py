@@ -22,9 +22,9 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.executors import EXECUTORS, SlurmSettings, run_inline, run_local, submit_slurm
 from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
-from bench.jobs import DONE, job_dir, read_metrics, read_status
+from bench.jobs import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.spec import JobSpec, RunSettings
-from bench.tracking import job_states
+from bench.tracking import NEW, job_states
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -120,11 +120,14 @@ def _dry_run(planned: list[PlannedJob], results: Path) -> int:
     counts: dict[str, int] = {}
     for job in planned:
         state = states[job.job_id].state
+        state = PENDING if state == NEW else state
         counts[state] = counts.get(state, 0) + 1
         after = f"  (after {', '.join(job.after)})" if job.after else ""
-        print(f"{state:13s} {job.job_id}{after}")
-    detail = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()) if state != DONE)
-    print(f"{len(planned)} jobs, {counts.get(DONE, 0)} done" + (f" ({detail})" if detail else ""))
+        print(f"{state:8s} {job.job_id}{after}")
+    others = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()) if state != DONE)
+    if others:
+        print(f"not done: {others}")
+    print(f"{len(planned)} jobs, {counts.get(DONE, 0)} done")
     return 0
 
 

@@ -49,7 +49,7 @@ def test_full_grid_counts_the_whole_paper() -> None:
     assert result.stdout.splitlines()[-1].startswith(f"{FULL_GRID_JOBS} jobs, ")
     assert f"{FULL_GRID_JOBS:,}" in (REPO_ROOT / "README.md").read_text() or str(FULL_GRID_JOBS) in (
         REPO_ROOT / "README.md").read_text()
-    lines = result.stdout.splitlines()[:-1]
+    lines = [line for line in result.stdout.splitlines()[:-1] if not line.startswith("not done:")]
     assert len(lines) == len(set(lines)) == FULL_GRID_JOBS
     table = dry_run("--grid", "table8-9").stdout.splitlines()
     assert table[-1].startswith(f"{TABLE_GRID_JOBS} jobs")
