@@ -144,16 +144,18 @@ def _product(vary: dict[str, tuple[Any, ...]]) -> list[dict[str, dict[str, Any]]
     return combos
 
 
-def _method_class(name: str, why: str = "the grid names method") -> type:
+def _method_class(name: str, why: str = "") -> type:
     from methods.registry import get_method
 
     try:
         return get_method(name)
     except UnknownNameError as error:
+        if not why:
+            raise
         raise BenchError(f"{why} {name!r}, which is not registered; accepted: {', '.join(error.accepted)}") from None
 
 
-def normalized(spec: JobSpec, why: str = "the grid names method") -> JobSpec:
+def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     """The spec with settings validated and those equal to their defaults dropped."""
     from bench.jobs import train_settings_for
     from bench.train import TrainSettings

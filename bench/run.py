@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in grid_names():
             print(f"{name:12s} {load_grid(name).description}")
         return 0
+    device = _device(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
                     sparsities=parse_sparsities(args.sparsity) if args.sparsity else None)
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dry_run(planned, results)
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
-    run = RunSettings(device=resolve_device(args.device),
+    run = RunSettings(device=device,
                       data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
     if args.executor == "slurm":
         settings = SlurmSettings(
@@ -113,6 +114,17 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))
     return 1 if outcome.failed else 0
+
+
+def _device(args: argparse.Namespace) -> str:
+    """The training device. SLURM jobs run elsewhere: the name is checked, not this machine's GPUs."""
+    if args.executor != "slurm":
+        return resolve_device(args.device)
+    if args.device == "auto":
+        return "cuda" if args.gpus_per_job else "cpu"
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        resolve_device(args.device)  # raises the one-line error naming the accepted devices
+    return args.device
 
 
 def _dry_run(planned: list[PlannedJob], results: Path) -> int:
