@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import found, jobs
 from bench.executors import run_inline, run_local
@@ -15,6 +16,15 @@ from bench.spec import FOUND, JobSpec, RunSettings
 from bench.status import main as status_main
 
 RUN = RunSettings(device="cpu", progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny in-process jobs run fastest on one thread, above all on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny(method: str, sparsity: float | str | None = None, trial: int = 0, **train) -> JobSpec:
