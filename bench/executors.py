@@ -38,12 +38,13 @@ from typing import Any
 
 import submitit
 
+from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import DONE, FAILED, JOBS_FOLDER, read_status, run_job, write_spec
 from bench.provenance import REPO_ROOT
 from bench.spec import RunSettings
-from bench.tracking import append_jobs_log, job_states
+from bench.tracking import JobState, append_jobs_log, job_states
 
 EXECUTORS = ("inline", "local", "slurm")
 DEFAULT_MAX_ARRAY_SIZE = 1000
@@ -276,6 +277,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
     outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
     to_submit = [job for job in planned if states[job.job_id].needs_submission
                  or (retry_failed and states[job.job_id].state == FAILED)]
+    to_submit.sort(key=lambda job: bool(job.after))  # every independent job in the first arrays
     if not to_submit:
         echo("nothing to submit: every job is done, queued or failed (rerun failed ones with --retry-failed)")
         return outcome
@@ -300,8 +302,9 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
     return outcome
 
 
-def _dependency_key(job: PlannedJob, states, slurm_ids: dict[str, str | None], submitting: set[str],
-                    outcome: Outcome) -> tuple[str, ...] | None:
+def _dependency_key(job: PlannedJob, states: dict[str, JobState], slurm_ids: dict[str, str | None],
+                    submitting: set[str], outcome: Outcome) -> tuple[str, ...] | None:
+    """The SLURM ids this job must wait for (afterok), or None (recorded as blocked) if one failed."""
     key = []
     for dep in job.after:
         dep_state = states[dep].state if dep in states else None
@@ -342,7 +345,8 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
                  + (f" after {additional['dependency']}" if additional else ""))
 
 
-def _absolute(data):
+def _absolute(data: DataSettings) -> DataSettings:
+    """Data paths made absolute: the job runs in the checkout's root, not the submitter's folder."""
     from dataclasses import replace
 
     changes = {name: str(Path(value).expanduser().resolve()) for name in ("data_root", "cache_dir")

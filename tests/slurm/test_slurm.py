@@ -55,11 +55,12 @@ def _by_job(results: Path) -> dict[str, dict]:
 def test_tiny_grid_end_to_end(tmp_path: Path) -> None:
     grid, results = write_grid(tmp_path / "tiny.toml", TINY_GRID), tmp_path / "results"
     started = time.monotonic()
-    output = submit(grid, results).stdout
+    output = submit(grid, results, "--max-array-size", "4").stdout
     assert time.monotonic() - started < 60, "bench.run must submit and return, not wait for the jobs"
     entries = _by_job(results)
     assert len(entries) == 7, output  # dense x 2 trials + magnitude x 2 trials x 2 sparsities + 1 diverging
-    assert len({entry["slurm_id"].split("_")[0] for entry in entries.values()}) == 1, "one array (batch)"
+    arrays = [entry["slurm_id"].split("_")[0] for entry in entries.values()]
+    assert sorted(arrays.count(array) for array in set(arrays)) == [3, 4], "arrays chunked to --max-array-size"
     wait_until_left_queue(results)
 
     diverging = [job for job in entries if status_of(results, job)["state"] == "failed"]
