@@ -41,7 +41,7 @@ import submitit
 from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
-from bench.jobs import DONE, FAILED, JOBS_FOLDER, read_status, run_job, write_spec
+from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
 from bench.provenance import REPO_ROOT
 from bench.spec import RunSettings
 from bench.tracking import JobState, append_jobs_log, job_states
@@ -107,8 +107,6 @@ class SpecJob(submitit.helpers.Checkpointable):
 def describe_resume(folder: Path) -> str:
     """One log line: which attempt this is and which epoch checkpoints it resumes from."""
     import torch
-
-    from bench.jobs import read_status
 
     status = read_status(folder)
     checkpoints = []
@@ -283,7 +281,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
         return outcome
     executor = slurm_executor(results, settings)
     chunk = settings.max_array_size or max_array_size()
-    slurm_ids = {job_id: state.slurm_id for job_id, state in states.items() if state.state in ("pending", "running")}
+    slurm_ids = {job_id: state.slurm_id for job_id, state in states.items() if state.state in (PENDING, RUNNING)}
     submitting = {job.job_id for job in to_submit}
     groups: dict[tuple[str, ...], list[PlannedJob]] = {}
     for job in to_submit:  # the plan lists dependencies first, so their ids are known when needed
@@ -310,7 +308,7 @@ def _dependency_key(job: PlannedJob, states: dict[str, JobState], slurm_ids: dic
         dep_state = states[dep].state if dep in states else None
         if dep_state == DONE:
             continue
-        if dep in submitting or dep_state in ("pending", "running"):
+        if dep in submitting or dep_state in (PENDING, RUNNING):
             key.append(slurm_ids.get(dep) or f"?{dep}")
             continue
         outcome.blocked[job.job_id] = f"dependency {dep} is {dep_state or 'not in this plan'}"
@@ -333,7 +331,7 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
             entries = []
             for job, slurm_job, path in zip(part, submitted, paths, strict=True):
                 slurm_ids[job.job_id] = slurm_job.job_id
-                outcome.states[job.job_id] = "pending"
+                outcome.states[job.job_id] = PENDING
                 entries.append({"job_id": job.job_id, "slurm_id": slurm_job.job_id, "folder": str(path.parent),
                                 "log": str(slurm_job.paths.stdout), "submitit_folder": str(slurm_job.paths.folder),
                                 "after": list(job.after), "dependency": additional.get("dependency", ""),
