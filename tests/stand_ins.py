@@ -64,3 +64,4 @@ for _name in LEVEL_METHODS + LTH_METHODS:
 for _name in IMC_VARIANTS:
     _register(_name, ImcVariantStandIn)
 _register("imc-analysis", AnalysisStandIn)
+_register("imc-lipschitz", ImcVariantStandIn)
