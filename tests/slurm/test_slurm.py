@@ -94,13 +94,16 @@ def test_tiny_grid_end_to_end(tmp_path: Path) -> None:
     assert status_of(results, diverging[0])["attempt"] == 2
 
 
-REQUEUE_GRID = """
+# Long enough that the job is still training when SLURM kills it a few seconds after the requeue
+# (KillWait plus srun's step timeout), even when epochs take 0.2 s.
+REQUEUE_EPOCHS = 80
+REQUEUE_GRID = f"""
 methods = ["dense"]
 datasets = ["digits"]
 archs = ["resnet8"]
 trials = 1
 [train]
-epochs = 30
+epochs = {REQUEUE_EPOCHS}
 """
 
 
@@ -136,7 +139,8 @@ def test_requeue_resumes_from_checkpoint(tmp_path: Path) -> None:
         (entry,) = submissions(tmp_path / name)
         folder = tmp_path / name / "jobs" / entry["job_id"]
         status = status_of(tmp_path / name, entry["job_id"])
-        assert status["state"] == "done" and status["attempt"] == 2, (name, status)
+        assert status["state"] == "done", (name, status)
+        assert status["attempt"] == 2, f"{name}: the first attempt finished before SLURM killed it ({status})"
         log = Path(entry["log"]).read_text()
         assert "attempt 1, starting from scratch" in log, f"{name}: the log keeps every attempt"
         resumed = [line for line in log.splitlines() if "attempt 2" in line]
@@ -145,7 +149,7 @@ def test_requeue_resumes_from_checkpoint(tmp_path: Path) -> None:
         provenance = json.loads((folder / "provenance.json").read_text())
         assert provenance["slurm"]["SLURM_RESTART_COUNT"] == "1", name
         epochs = [line.split(",")[1] for line in (folder / "epochs.csv").read_text().splitlines()[1:]]
-        assert epochs == [str(epoch) for epoch in range(30)], f"{name}: every epoch logged once"
+        assert epochs == [str(epoch) for epoch in range(REQUEUE_EPOCHS)], f"{name}: every epoch logged once"
         ours = json.loads((folder / "metrics.json").read_text())[0]
         assert (ours["accuracy"], ours["test_loss"]) == (reference["accuracy"], reference["test_loss"]), name
     assert "Caught signal SIGUSR2" in Path(submissions(tmp_path / "usr2")[0]["log"]).read_text()
