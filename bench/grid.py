@@ -27,6 +27,7 @@ change when a grid spells out a default (open_lth's rule). Jobs are deduplicated
 from __future__ import annotations
 
 import itertools
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,8 @@ class PlannedJob:
 
 @dataclass(frozen=True)
 class Grid:
+    """A named grid: its parts (blocks and included grids) expand to jobs and plan."""
+
     name: str
     description: str = ""
     parts: tuple[GridPart, ...] = ()
@@ -204,7 +207,10 @@ class Grid:
         return plan_jobs(selected, needs)
 
 
-def plan_jobs(specs: list[JobSpec], needs_analysis: set[str] = frozenset()) -> list[PlannedJob]:
+def plan_jobs(specs: list[JobSpec], needs_analysis: Collection[str] = ()) -> list[PlannedJob]:
+    """`specs` as planned jobs: those at "found" (and of the methods in `needs_analysis`, or whose
+    class sets `needs_analysis`) wait for `bench.found.analysis_spec(spec)`, which is added to the plan
+    once and placed before every job."""
     from bench.found import analysis_spec
 
     analyses: dict[str, JobSpec] = {}
