@@ -3,8 +3,9 @@
 Interface used by the executors: `analysis_spec(spec)` is the job whose success guarantees the analysis
 exists (method `imc-analysis`, registered in `methods/imc.py`: pretraining, spectrum, K and gap rule,
 no retraining; a SLURM `afterok` dependency, or an earlier phase locally); `found_sparsity(spec,
-results)` reads s* from that job's record. By default the analysis runs with IMC's default settings
-(the paper's); `analysis_spec(spec, hparams)` names other IMC settings.
+results)` reads s* from that job's record. The analysis runs with the IMC settings of `spec` when
+`spec` is an IMC job (its variants wait for the very analysis they reuse), with `hparams` when given,
+and otherwise with IMC's defaults (the paper's settings).
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import Any
 from bench.errors import BenchError
 from bench.jobs import DONE, job_dir, read_metrics, read_status
 from bench.spec import JobSpec
+from methods.imc import analysis_hparams
 
 ANALYSIS_METHOD = "imc-analysis"
 
 
 def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSpec:
     """The IMC analysis job that a 'found' job of the same dataset, arch and trial depends on."""
+    if hparams is None:
+        hparams = analysis_hparams(spec.hparams) if spec.method.startswith("imc-") else {}
     return JobSpec(method=ANALYSIS_METHOD, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
-                   train=dict(spec.train), hparams=dict(hparams or {}))
+                   train=dict(spec.train), hparams=dict(hparams))
 
 
 def found_sparsity(spec: JobSpec, results: Path, hparams: dict[str, Any] | None = None) -> float:

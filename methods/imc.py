@@ -132,6 +132,15 @@ ANALYSIS_KEYS = ("slq_runs", "lanczos_steps", "top_eigenvalues", "power_iteratio
 SELECTION_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity", "select", "max_eigvecs")
 SWEEP_KEYS = ("lipschitz_samples", "lipschitz_sweep_p", "lipschitz_sweep_delta")
 
+RETRAIN_KEYS = ("finetune_lr_scale", "lipschitz_sweep_p", "lipschitz_sweep_delta")
+"""Settings that do not change the analysis (pretraining, spectrum, K, gap rule, mask)."""
+
+
+def analysis_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """The part of an IMC job's settings that its shared analysis (the `imc-analysis` job) needs."""
+    return {key: value for key, value in hparams.items() if key not in RETRAIN_KEYS}
+
+
 QUICK_HPARAMS: dict[str, Any] = {
     "pretrain_epochs": 1, "rewind_epoch": 1, "hessian_batch_size": 32, "slq_runs": 2, "lanczos_steps": 8,
     "top_eigenvalues": 2, "power_iterations": 10, "lipschitz_samples": 2, "max_eigvecs": 4,
