@@ -160,3 +160,11 @@ def test_two_jobs_at_once_compute_a_stage_once(tmp_path):
     assert sorted(stage.computed_here for stage in results) == [False, True]
     assert all(torch.equal(stage.value["value"], torch.arange(3)) for stage in results)
     assert cached_stage(tmp_path, "stage", {"k": 2}, compute).computed_here  # another key, another stage
+
+
+def test_variants_wait_for_the_analysis_with_their_own_settings():
+    variant = spec_of("imc-finetune", finetune_lr_scale=0.2)
+    assert analysis_spec(variant).hparams == HPARAMS  # the retraining-only setting is dropped
+    assert analysis_spec(variant) == analysis_spec(spec_of("imc-reinit"))
+    other = JobSpec(method="magnitude", dataset=DATASET, arch=ARCH, sparsity=FOUND, hparams={"finetune_lr_scale": 0.5})
+    assert analysis_spec(other).hparams == {}  # other methods: IMC's defaults unless hparams are given
