@@ -149,9 +149,9 @@ class LthRewind(IterativeMagnitudePruning):
 
     def dense_epoch_hook(self, context: JobContext) -> EpochHook | None:
         rewind_epoch = self.settings.rewind_epoch
-        if rewind_epoch >= context.train_settings.epochs:
-            raise BenchError(f"lth-rewind rewind_epoch = {rewind_epoch} is not inside the "
-                             f"{context.train_settings.epochs}-epoch run; accepted: 0 .. epochs - 1")
+        if rewind_epoch > context.train_settings.epochs:
+            raise BenchError(f"lth-rewind rewind_epoch = {rewind_epoch} is past the "
+                             f"{context.train_settings.epochs}-epoch run; accepted: 0 .. epochs")
 
         def save_rewind_state(epoch: int, model: nn.Module, masks: Any) -> None:
             if epoch + 1 == rewind_epoch:
