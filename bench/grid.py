@@ -14,7 +14,9 @@ from typing import Any
 
 import tomllib
 
+from bench.data import DATASETS, parse_dataset_name
 from bench.errors import BenchError, check_sparsity
+from bench.models import ARCHS
 from bench.spec import FOUND, JobSpec
 from methods.registry import get_method, method_names
 
@@ -33,7 +35,17 @@ class Grid:
     train: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """Fail fast, before any job runs, on an unknown dataset, arch or method."""
+        for dataset in self.datasets:
+            DATASETS.get(parse_dataset_name(dataset)[0])
+        for arch in self.archs:
+            ARCHS.get(arch)
+        for method in self.methods:
+            get_method(method)
+
     def jobs(self) -> list[JobSpec]:
+        self.validate()
         specs = []
         for dataset in self.datasets:
             for arch in self.archs:

@@ -112,20 +112,24 @@ def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]
     return status
 
 
-def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
+def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -> JobContext:
+    """Everything a method needs to run `spec` in `folder`: settings, data on the device, the trainer."""
     method_class = get_method(spec.method)
     method = method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
     sparsity = resolve_sparsity(spec, method_class, results)
     train_settings = train_settings_for(spec)
-    device = torch.device(run.device)
-    data = DeviceData(load_dataset(spec.dataset, run.data), device)
+    data = DeviceData(load_dataset(spec.dataset, run.data), torch.device(run.device))
     trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=run.progress)
-    context = JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
-    records = method.run(context)
+    return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
+
+
+def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
+    context = make_context(spec, run, folder, results)
+    records = context.method.run(context)
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")
     for record in records:
-        check_record(record, method)
+        check_record(record, context.method)
     return records, context.layer_rows
 
 

@@ -42,11 +42,17 @@ class JobSpec:
             raise BenchError(f"trial {self.trial!r} is not valid; accepted: an integer >= 0")
 
     def canonical(self) -> dict[str, Any]:
-        """The spec as a dict without the fields that are at their defaults."""
+        """The spec as a dict without the fields, training overrides and settings at their defaults."""
+        from bench.train import TrainSettings
+        from methods.registry import get_method
+
+        value = asdict(self)
+        value["train"] = _without_defaults(self.train, TrainSettings)
+        value["hparams"] = _without_defaults(self.hparams, get_method(self.method).Settings)
         defaults = {item.name: (item.default_factory() if callable(item.default_factory) else item.default)
                     for item in fields(self)}
-        return {key: value for key, value in asdict(self).items()
-                if key not in defaults or value != defaults[key] or key in ("method", "dataset", "arch")}
+        return {key: item for key, item in value.items()
+                if key not in defaults or item != defaults[key] or key in ("method", "dataset", "arch")}
 
     def canonical_json(self) -> str:
         return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
@@ -71,6 +77,16 @@ class JobSpec:
         if unknown:
             raise BenchError(f"unknown job spec field(s) {sorted(unknown)}; accepted: {sorted(known)}")
         return cls(**value)
+
+
+def _without_defaults(overrides: dict[str, Any], settings_class: type) -> dict[str, Any]:
+    defaults = {item.name: item.default for item in fields(settings_class)}
+    return {key: value for key, value in overrides.items()
+            if key not in defaults or _comparable(value) != _comparable(defaults[key])}
+
+
+def _comparable(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,7 @@ class EpochLog:
             writer.writerows(rows)
 
     def append(self, row: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
         with self.path.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, EPOCH_COLUMNS)
@@ -174,7 +175,6 @@ class Trainer:
         on_epoch_end: EpochHook | None = None,
     ) -> PhaseResult:
         """Train `model` in place over epochs [start_epoch, settings.epochs) of `settings`' schedule."""
-        device = self.data.device
         optimizer = torch.optim.SGD(
             model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
@@ -190,7 +190,7 @@ class Trainer:
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
         weights = prunable_parameters(model)
-        masked_weights, mask_list = self._mask_lists(model, masks)
+        masked_weights, mask_list = self.mask_lists(model, masks)
         model.train()
         evaluation = evaluate(model, self.data) if first_epoch >= settings.epochs else None
         epochs_iter = range(first_epoch, settings.epochs)
@@ -203,33 +203,22 @@ class Trainer:
             lr = settings.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            for images, labels in self.data.train_batches(derive_seed(self.trial, "data", epoch), settings.batch_size):
-                logits = model(images)
-                loss = F.cross_entropy(logits, labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if masked_weights:
-                    torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
-                optimizer.step()
-                loss_sum += loss.detach() * labels.numel()
-                correct += (logits.detach().argmax(1) == labels).sum()
-            train_loss = loss_sum.item() / self.data.train_size
+            loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list)
+            train_loss = loss_sum / self.data.train_size
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in phase {phase!r}, epoch {epoch} (lr {lr})")
             if on_epoch_end is not None:
                 new_masks = on_epoch_end(epoch, model, masks)
                 if new_masks is not None:
                     masks = new_masks
-                    masked_weights, mask_list = self._mask_lists(model, masks)
+                    masked_weights, mask_list = self.mask_lists(model, masks)
                     self._zero_momentum(optimizer, weights, masks)
             evaluation = evaluate(model, self.data)
             seconds += time.perf_counter() - started
             sparsity = sparsity_report(model, masks).sparsity
             self.epoch_log.append({
                 "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
-                "train_accuracy": correct.item() / self.data.train_size, "test_loss": evaluation.loss,
+                "train_accuracy": correct / self.data.train_size, "test_loss": evaluation.loss,
                 "test_accuracy": evaluation.accuracy, "test_top5": evaluation.top5, "sparsity": sparsity,
                 "seconds": round(seconds, 3),
             })
@@ -238,7 +227,29 @@ class Trainer:
         self._save(phase, model, optimizer, masks, settings.epochs, seconds, evaluation, complete=True, epochs=epochs)
         return PhaseResult(masks, evaluation, epochs, seconds)
 
-    def _mask_lists(self, model: nn.Module, masks: Masks | None) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
+                    masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor]) -> tuple[float, int]:
+        """One pass over the training set (the hot loop); returns (summed loss, correct predictions).
+
+        Loss and accuracy accumulate on the device and are read once at the end, so the loop never
+        waits for the device.
+        """
+        loss_sum = torch.zeros((), device=self.data.device)
+        correct = torch.zeros((), device=self.data.device, dtype=torch.long)
+        for images, labels in self.data.train_batches(derive_seed(self.trial, "data", epoch), batch_size):
+            logits = model(images)
+            loss = F.cross_entropy(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if masked_weights:
+                torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
+            optimizer.step()
+            loss_sum += loss.detach() * labels.numel()
+            correct += (logits.detach().argmax(1) == labels).sum()
+        return loss_sum.item(), int(correct.item())
+
+    def mask_lists(self, model: nn.Module, masks: Masks | None) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+        """Zero the pruned weights; return (masked weights, their masks) for the gradient multiply."""
         if masks is None:
             return [], []
         weights = prunable_parameters(model)

@@ -24,6 +24,7 @@ from torch import nn
 from bench.atomic import torch_save
 from bench.data import DeviceData
 from bench.errors import BenchError
+from bench.flops import layer_macs, pruned_macs
 from bench.masks import Masks, check_binary, layer_table, sparsity_report
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
@@ -33,7 +34,7 @@ from bench.train import Evaluation, PhaseResult, Trainer, TrainSettings
 SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (
     "job_id", "method", "dataset", "arch", "trial", "round", "requested_sparsity", "achieved_sparsity",
-    "density", "compression", "prunable_weights", "kept_weights", "total_parameters", "accuracy", "top5",
+    "density", "compression", "prunable_weights", "kept_weights", "total_parameters", "flops", "dense_flops", "accuracy", "top5",
     "test_loss", "epochs", "runtime_s", "scoring_s", "device",
 )
 
@@ -110,6 +111,9 @@ class JobContext:
         self.train_seconds = 0.0
         self.scoring_seconds = 0.0
         self.layer_rows: list[dict[str, Any]] = []
+        self._layer_macs: dict[str, int] | None = None
+        self.last_recorded: tuple[nn.Module, Masks | None] | None = None
+        """The model and masks of the latest record (the contract test inspects them)."""
 
     @property
     def results_dir(self) -> Path:
@@ -172,6 +176,11 @@ class JobContext:
             check_binary(masks)
             self.layer_rows.extend({"round": round, **row} for row in layer_table(masks))
         report = sparsity_report(model, masks)
+        self.last_recorded = (model, masks)
+        if self._layer_macs is None:
+            image = (self.model_input.in_channels, self.model_input.image_size, self.model_input.image_size)
+            self._layer_macs = layer_macs(model, image)
+        dense_macs = pruned_macs(self._layer_macs, None)
         requested = self.sparsity if requested_sparsity is None else requested_sparsity
         return {
             "job_id": self.job_id,
@@ -182,6 +191,8 @@ class JobContext:
             "round": round,
             "requested_sparsity": requested,
             **report.as_record(),
+            "flops": pruned_macs(self._layer_macs, masks),
+            "dense_flops": dense_macs,
             "accuracy": evaluation.accuracy,
             "top5": evaluation.top5,
             "test_loss": evaluation.loss,

@@ -124,17 +124,18 @@ def _split_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
 
 
 def _decode(paths: list[str], size: int) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2.functional import resize
+    """Decode image files once (PIL, in threads) into a uint8 (N, 3, size, size) tensor."""
+    from PIL import Image
 
-    def one(path: str) -> torch.Tensor:
-        image = decode_image(path, mode=ImageReadMode.RGB)
-        if image.shape[-2:] != (size, size):
-            image = resize(image, [size, size], antialias=True)
-        return image
+    def one(path: str) -> np.ndarray:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(image)
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
-        return torch.stack(list(pool.map(one, paths)))
+        return torch.from_numpy(np.stack(list(pool.map(one, paths)))).permute(0, 3, 1, 2).contiguous()
 
 
 def _folder_split(split_dir: Path):

@@ -1,0 +1,167 @@
+"""Report figures (matplotlib, PNG and PDF), drawn only from the tidy records.
+
+- accuracy vs sparsity: one panel per method, mean ± std band over trials, the dense control (mean ±
+  std) on every panel (ShrinkBench's habit);
+- runtime and epochs per method (at the "found" operating point);
+- IMC's Hessian spectrum (SLQ nodes and weights) with the chosen split and 4K marked;
+- sensitivity (paper figures 3-6): IMC accuracy / final loss against one varied setting;
+- Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from bench.paper import PAPER_NAMES  # noqa: E402
+from bench.tables import found_rows, method_order  # noqa: E402
+
+
+def save(figure, folder: Path, name: str) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
+    for path in paths:
+        figure.savefig(path, bbox_inches="tight", dpi=120)
+    plt.close(figure)
+    return paths
+
+
+def _points(group: pd.DataFrame) -> pd.DataFrame:
+    stats = group.groupby(["level", "round"]).agg(
+        sparsity=("achieved_sparsity", "mean"), mean=("accuracy", "mean"), std=("accuracy", "std"))
+    return (stats.fillna({"std": 0.0}) * [1, 100, 100]).sort_values("sparsity")
+
+
+def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
+    group = records[(records.dataset == dataset) & (records.arch == arch)]
+    methods = [name for name in method_order(group.method) if name != "dense"]
+    if not methods:
+        return []
+    dense = group[group.method == "dense"].accuracy * 100
+    columns = min(4, len(methods))
+    rows = math.ceil(len(methods) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, sharey=True)
+    for axis, method in zip(axes.flat, methods, strict=False):
+        points = _points(group[group.method == method])
+        axis.plot(points.sparsity, points["mean"], "o-", color="C0", label=PAPER_NAMES.get(method, method))
+        axis.fill_between(points.sparsity, points["mean"] - points["std"], points["mean"] + points["std"],
+                          color="C0", alpha=0.25)
+        if not dense.empty:
+            spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
+            axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label="dense")
+            axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.1)
+        axis.set_title(PAPER_NAMES.get(method, method), fontsize=9)
+        axis.set_xlabel("sparsity")
+        axis.set_xlim(0, 1)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("test accuracy (%)")
+    for axis in list(axes.flat)[len(methods):]:
+        axis.axis("off")
+    figure.suptitle(f"{dataset}, {arch}: accuracy vs sparsity (mean ± std over trials; dashed: dense)")
+    return save(figure, folder, f"accuracy-vs-sparsity-{dataset}-{arch}")
+
+
+def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
+    rows = found_rows(records[(records.dataset == dataset) & (records.arch == arch)])
+    if rows.empty:
+        return []
+    order = method_order(rows.method)
+    stats = rows.groupby("method").agg(runtime=("runtime_s", "mean"), epochs=("epochs", "mean")).loc[order]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
+    labels = [PAPER_NAMES.get(name, name) for name in order]
+    left.bar(labels, stats.runtime, color="C1")
+    left.set_ylabel("runtime (s)")
+    right.bar(labels, stats.epochs, color="C2")
+    right.set_ylabel("epochs")
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=75, labelsize=8)
+    figure.suptitle(f"{dataset}, {arch}: cost per method (found-sparsity point, mean over trials; "
+                    f"device: {', '.join(sorted(set(rows.device)))})", fontsize=9)
+    return save(figure, folder, f"cost-{dataset}-{arch}")
+
+
+def spectrum(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """IMC's spectral density (one panel per dataset/arch, first trial) with the split and 4K."""
+    imc = records[records.extra.map(lambda extra: isinstance(extra, dict) and "spectrum_nodes" in extra)]
+    if imc.empty:
+        return []
+    firsts = imc.sort_values("trial").groupby(["dataset", "arch"]).head(1)
+    figure, axes = plt.subplots(1, len(firsts), figsize=(5 * len(firsts), 3.4), squeeze=False)
+    for axis, (_, row) in zip(axes.flat, firsts.iterrows(), strict=True):
+        extra = row.extra
+        axis.bar(extra["spectrum_nodes"], extra["spectrum_weights"], width=_bar_width(extra["spectrum_nodes"]),
+                 color="C0", alpha=0.7, label="SLQ nodes (weight)")
+        axis.set_yscale("log")
+        split = extra.get("split") or {}
+        if split.get("upper") is not None:
+            axis.axvspan(split["lower"], split["upper"], color="C3", alpha=0.3,
+                         label=f"chosen gap, 4K = {4 * extra.get('lipschitz', math.nan):.3g}")
+        axis.set_title(f"{row.dataset}, {row.arch}: s* = {row.achieved_sparsity:.3f}", fontsize=9)
+        axis.set_xlabel("Hessian eigenvalue")
+        axis.legend(fontsize=7)
+    return save(figure, folder, "imc-spectrum")
+
+
+def _bar_width(nodes: list[float]) -> float:
+    span = (max(nodes) - min(nodes)) if nodes else 1.0
+    return max(span / 200.0, 1e-6)
+
+
+SENSITIVITY = {  # setting varied: (figure title, metric, axis label)
+    "rewind_epoch": ("Figure 3: accuracy vs rewind epoch", "accuracy", "test accuracy (%)"),
+    "hessian_batch_size": ("Figure 4: accuracy vs Hessian batch size", "accuracy", "test accuracy (%)"),
+    "pretrain_epochs": ("Figure 5: final loss vs pretraining epochs", "test_loss", "final test loss"),
+    "lr": ("Figure 6: accuracy vs learning rate", "accuracy", "test accuracy (%)"),
+}
+
+
+def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
+    """One figure per setting that varies among the IMC jobs (figures 3-6 of the paper)."""
+    imc = records[records.method.str.startswith("imc-")].copy()
+    if imc.empty:
+        return []
+    settings = imc.hparams.map(json.loads).combine(imc.train.map(json.loads), lambda h, t: h | t)
+    paths = []
+    for setting, (title, metric, label) in SENSITIVITY.items():
+        values = settings.map(lambda entry, key=setting: entry.get(key))
+        if values.dropna().nunique() < 2:
+            continue
+        figure, axis = plt.subplots(figsize=(5, 3.4))
+        data = imc.assign(value=values).dropna(subset=["value"])
+        for method, group in data.groupby("method"):
+            scale = 100.0 if metric == "accuracy" else 1.0
+            stats = group.groupby("value")[metric].agg(["mean", "std"]).fillna(0.0) * scale
+            axis.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3,
+                          label=PAPER_NAMES.get(method, method))
+        axis.set_xlabel(setting)
+        axis.set_ylabel(label)
+        if setting == "lr":
+            axis.set_xscale("log")
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7)
+        paths += save(figure, folder, f"sensitivity-{setting}")
+    return paths
+
+
+def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
+    """K against Delta, one line per p (tables 14-15); `estimates` has dataset, p, delta, K."""
+    if estimates.empty:
+        return []
+    figure, axis = plt.subplots(figsize=(5, 3.4))
+    for (dataset, p), group in estimates.groupby(["dataset", "p"]):
+        stats = group.groupby("delta").K.mean()
+        axis.plot(stats.index, stats.values, "o-", label=f"{dataset}, p={p:g}")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("Delta")
+    axis.set_ylabel("estimated K")
+    axis.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
+    axis.legend(fontsize=7)
+    return save(figure, folder, "lipschitz")

@@ -1,0 +1,40 @@
+"""The paper's published numbers (tables 6-13 of the supplement), transcribed once into
+`bench/paper/tables6-13.csv`: one row per (table, method, arch) with sparsity, accuracy (%), epochs
+and runtime (s). `kind` is "found" (accuracy with IMC's found sparsity, tables 6, 8, 10, 12) or "best"
+(sparsity with highest accuracy, tables 7, 9, 11, 13)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pandas as pd
+
+PAPER_TABLES = Path(__file__).parent / "paper" / "tables6-13.csv"
+
+METHOD_ORDER = (
+    "dense", "flow-prune", "snip", "synflow", "lth-reinit", "lth-rewind", "lth-finetune", "grasp",
+    "sanity-check", "continuous-sparsification", "imc-reinit", "imc-rewind", "imc-finetune",
+)
+PAPER_NAMES = dict(zip(METHOD_ORDER, (
+    "Baseline", "Flow&Prune", "SNIP", "SynFlow", "LTH+Reinitialization", "LTH+Rewinding", "LTH+FineTuning",
+    "GraSP", "sanity-check", "Continuous Sparsification", "IMC-Reinitialization", "IMC-Rewinding",
+    "IMC-FineTuning"), strict=True))
+
+
+@cache
+def paper_tables() -> pd.DataFrame:
+    return pd.read_csv(PAPER_TABLES, dtype={"dataset": str})
+
+
+def paper_row(kind: str, dataset: str, arch: str, method: str) -> dict | None:
+    """The paper's numbers for one cell row, or None where the paper has no such table or row."""
+    table = paper_tables()
+    match = table[(table.kind == kind) & (table.dataset == dataset) & (table.arch == arch) & (table.method == method)]
+    return None if match.empty else match.iloc[0].to_dict()
+
+
+def paper_table_number(kind: str, dataset: str) -> int | None:
+    table = paper_tables()
+    match = table[(table.kind == kind) & (table.dataset == dataset)]
+    return None if match.empty else int(match.table.iloc[0])

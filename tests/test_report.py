@@ -1,0 +1,143 @@
+"""The report from a fixture of job directories made here (done, failed and missing jobs).
+
+Checks the numbers in the generated Markdown/CSV (mean, sample std, n, the best-sparsity choice, the
+found-sparsity choice for an iterative method, the paper column) and that figures are written.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.atomic import write_json
+from bench.collect import collect
+from bench.jobs import job_dir
+from bench.report import main, write_report
+from bench.spec import JobSpec
+
+DATASET, ARCH = "cifar10@5k", "resnet20"
+
+
+def record(spec: JobSpec, accuracy: float, sparsity: float, round: int = 0, epochs: int = 160, **extra) -> dict:
+    return {
+        "job_id": spec.job_id, "method": spec.method, "dataset": spec.dataset, "arch": spec.arch,
+        "trial": spec.trial, "round": round, "requested_sparsity": None, "achieved_sparsity": sparsity,
+        "density": 1 - sparsity, "compression": 1 / (1 - sparsity), "prunable_weights": 100, "kept_weights": 50,
+        "total_parameters": 110, "flops": 1000 * (1 - sparsity), "dense_flops": 1000.0, "accuracy": accuracy,
+        "top5": None, "test_loss": 1.0 - accuracy, "epochs": epochs, "runtime_s": 100.0 + 10 * round,
+        "scoring_s": 1.0, "device": "cpu (test)", "extra": extra,
+    }
+
+
+def write_job(results: Path, spec: JobSpec, records: list[dict] | None, error: str | None = None) -> None:
+    folder = job_dir(results, spec)
+    write_json(folder / "spec.json", {"job_id": spec.job_id, "spec": spec.__dict__, "run": {}})
+    write_json(folder / "provenance.json", {"git": {"sha": "0123456789abcdef"}})
+    if records is None:
+        write_json(folder / "status.json", {"state": "failed", "error": error})
+    else:
+        write_json(folder / "status.json", {"state": "done"})
+        write_json(folder / "metrics.json", records)
+
+
+def spec(method: str, trial: int, sparsity=None) -> JobSpec:
+    return JobSpec(method=method, dataset=DATASET, arch=ARCH, trial=trial, sparsity=sparsity)
+
+
+@pytest.fixture()
+def fixture_results(tmp_path) -> tuple[Path, list[JobSpec]]:
+    results = tmp_path / "results"
+    specs = []
+
+    def add(job_spec, records, error=None):
+        specs.append(job_spec)
+        write_job(results, job_spec, records, error)
+
+    for trial, (dense_acc, s_star, imc_acc) in enumerate([(0.80, 0.40, 0.81), (0.82, 0.42, 0.79)]):
+        job = spec("dense", trial)
+        add(job, [record(job, dense_acc, 0.0)])
+        job = spec("imc-reinit", trial)
+        add(job, [record(job, imc_acc, s_star, spectrum_nodes=[-1.0, 0.5, 9.0], spectrum_weights=[0.3, 0.6, 0.1],
+                         split={"upper": 9.0, "lower": 0.5, "gap": 8.5}, lipschitz=0.5)])
+        job = spec("snip", trial, "found")
+        add(job, [record(job, 0.70 + 0.04 * trial, s_star)])
+        job = spec("snip", trial, 0.1)
+        add(job, [record(job, 0.75 + 0.02 * trial, 0.1)])
+        job = spec("lth-rewind", trial, 0.5)  # one job, rounds at 1 - 0.9^r
+        add(job, [record(job, 0.78 - 0.01 * r + 0.001 * trial, 1 - 0.9**r, round=r, epochs=160 * (r + 1))
+                  for r in range(1, 7)])
+    add(spec("grasp", 0, "found"), None, error="diverged: training loss became nan in phase 'train', epoch 3")
+    specs.append(spec("synflow", 0, "found"))  # never ran: missing
+    return results, specs
+
+
+def test_tidy_table_has_one_row_per_job_and_round(fixture_results):
+    results, specs = fixture_results
+    collection = collect(results, specs)
+    assert len(collection.records) == 2 * (1 + 1 + 1 + 1 + 6)
+    assert list(collection.failed.method) == ["grasp"] and list(collection.missing.method) == ["synflow"]
+
+
+def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
+    results, specs = fixture_results
+    out = tmp_path / "report"
+    write_report(collect(results, specs), out, "fixture", "a fixture", ("md", "tex", "csv"))
+    found = pd.read_csv(out / "tables" / f"{DATASET}-{ARCH}-found.csv").set_index("method")
+    assert found.loc["dense", "Accuracy mean"] == pytest.approx(81.0)
+    assert found.loc["dense", "Accuracy std"] == pytest.approx(math.sqrt(2) * 1.0)  # sample std of 80, 82
+    assert found.loc["dense", "Accuracy paper"] == pytest.approx(81.3)  # Table 8, Baseline, ResNet-20
+    assert found.loc["snip", "Accuracy mean"] == pytest.approx(72.0)
+    assert found.loc["snip", "Sparsity paper"] == pytest.approx(0.40)
+    # LTH at its nearest round to each trial's s*: 0.40 -> round 5 (0.410); 0.42 -> round 5 as well
+    assert found.loc["lth-rewind", "Sparsity mean"] == pytest.approx(1 - 0.9**5)
+    assert found.loc["lth-rewind", "Epoch mean"] == 960
+    assert found.loc["imc-reinit", "n"] == 2 and found.loc["imc-reinit", "Sparsity mean"] == pytest.approx(0.41)
+    assert list(found.index) == ["dense", "snip", "lth-rewind", "imc-reinit"]  # the paper's row order
+
+    best = pd.read_csv(out / "tables" / f"{DATASET}-{ARCH}-best.csv").set_index("method")
+    assert best.loc["snip", "Sparsity mean"] == pytest.approx(0.1)  # 76% at 0.1 beats 72% at found
+    assert best.loc["lth-rewind", "Sparsity mean"] == pytest.approx(0.1)  # round 1 has the highest accuracy
+    assert best.loc["snip", "Accuracy paper"] == pytest.approx(74.7)  # Table 9, SNIP, ResNet-20
+
+    markdown = (out / "tables" / f"{DATASET}-{ARCH}-found.md").read_text()
+    assert "| Baseline " in markdown and "81.0 ± 1.4 (paper 81.3)" in markdown
+    assert (out / "tables" / f"{DATASET}-{ARCH}-found.tex").read_text().startswith("\\begin{tabular}")
+    readme = (out / "README.md").read_text()
+    assert "grasp" in readme and "diverged: training loss became nan" in readme
+    assert "synflow" in readme.split("## Missing or unfinished jobs")[1]
+    assert "1 failed, 1 missing" in readme
+    for name in (f"accuracy-vs-sparsity-{DATASET}-{ARCH}", f"cost-{DATASET}-{ARCH}", "imc-spectrum"):
+        for suffix in (".png", ".pdf"):
+            assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+
+
+def test_report_cli_on_an_empty_results_folder_is_one_line(tmp_path, capsys):
+    assert main(["--results", str(tmp_path)]) == 2
+    assert "no job folders under" in capsys.readouterr().err
+
+
+SUPPLEMENT = Path(__file__).resolve().parents[1].parent / "shared" / "paper" / "imc-supplementary.txt"
+
+
+@pytest.mark.parametrize(("kind", "dataset", "arch", "method", "expected", "line"), [
+    ("found", "cifar100", "resnet32", "lth-reinit", (0.27, 74.5, 640, 21296),
+     "LTH+Reinitialization\t0.19\t72.5\t480\t11,926\t0.27\t74.5\t640\t21,296"),
+    ("best", "imagenet-sub@10k", "resnet32", "grasp", (0.45, 24.8, 160, 6946),
+     "GraSP\t0.10\t23.0\t160\t4,396\t0.45\t24.8\t160\t6,946"),
+    ("found", "cifar100@5k", "resnet20", "imc-finetune", (0.13, 40.9, 160, 557),
+     "IMC-FineTuning\t0.13\t40.9\t160\t557\t0.22\t42.4\t160\t704"),
+])
+def test_paper_transcription_matches_the_supplement(kind, dataset, arch, method, expected, line):
+    from bench.paper import paper_row
+
+    row = paper_row(kind, dataset, arch, method)
+    assert (row["sparsity"], row["accuracy"], row["epochs"], row["runtime_s"]) == pytest.approx(expected)
+    if SUPPLEMENT.exists():  # shared/ beside the repository: the line is in the supplement's text
+        assert line in SUPPLEMENT.read_text()
+
+
+def test_spec_json_fixture_round_trips():
+    job = spec("snip", 1, "found")
+    assert JobSpec.from_dict(json.loads(json.dumps(job.__dict__))) == job

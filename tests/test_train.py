@@ -1,0 +1,109 @@
+"""The training loop: recipe schedule, masks held at zero, resume equivalence, divergence."""
+
+import csv
+
+import pytest
+import torch
+
+from bench.errors import BenchError, DivergedError
+from bench.masks import global_mask, magnitude_scores, prunable_parameters
+from bench.models import ModelInput, build_model
+from bench.train import EpochLog, Trainer, TrainSettings
+
+DIGITS_INPUT = ModelInput(1, 10, 8)
+QUICK = TrainSettings(epochs=3, batch_size=100)
+
+
+def new_model(seed: int = 0):
+    return build_model("resnet8", DIGITS_INPUT, seed)
+
+
+def trainer_for(digits_device, tmp_path, trial=0) -> Trainer:
+    return Trainer(digits_device, trial, tmp_path / "ckpt", EpochLog(tmp_path / "epochs.csv"), progress=False)
+
+
+def test_schedule_drops_at_half_and_three_quarters():
+    settings = TrainSettings()
+    assert settings.milestones() == [80, 120]
+    assert [settings.lr_at(epoch) for epoch in (0, 79, 80, 119, 120, 159)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    with pytest.raises(BenchError, match="epochs"):
+        TrainSettings(epochs=-1)
+
+
+def test_masked_weights_stay_exactly_zero_with_momentum_and_decay(digits_device, tmp_path):
+    model = new_model()
+    masks = global_mask(magnitude_scores(model), 0.8)
+    result = trainer_for(digits_device, tmp_path).train(model, "masked", QUICK, masks=masks)
+    for name, weight in prunable_parameters(model).items():
+        assert torch.all(weight[masks[name] == 0] == 0)
+        assert torch.count_nonzero(weight[masks[name] == 1]) == int(masks[name].sum())
+    assert result.epochs == 3 and result.evaluation.accuracy > 0.5
+
+
+def test_epoch_hook_can_change_masks_mid_training(digits_device, tmp_path):
+    model = new_model()
+
+    def prune_after_first_epoch(epoch, model, masks):
+        return global_mask(magnitude_scores(model), 0.5) if epoch == 0 else None
+
+    result = trainer_for(digits_device, tmp_path).train(model, "hook", QUICK, on_epoch_end=prune_after_first_epoch)
+    for name, weight in prunable_parameters(model).items():
+        assert torch.all(weight[result.masks[name] == 0] == 0)
+    rows = list(csv.DictReader((tmp_path / "epochs.csv").open()))
+    assert [float(row["sparsity"]) for row in rows] == pytest.approx([0.5, 0.5, 0.5], abs=1e-3)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_identical_result(digits_device, tmp_path):
+    reference_model = new_model()
+    reference = trainer_for(digits_device, tmp_path / "a").train(reference_model, "p", QUICK)
+
+    def crash_after_epoch_one(epoch, model, masks):
+        if epoch == 1:
+            raise Interrupt
+
+    model = new_model()
+    with pytest.raises(Interrupt):
+        trainer_for(digits_device, tmp_path / "b").train(model, "p", QUICK, on_epoch_end=crash_after_epoch_one)
+    resumed_model = new_model(seed=99)  # a fresh process would start from scratch: the checkpoint decides
+    resumed = trainer_for(digits_device, tmp_path / "b").train(resumed_model, "p", QUICK)
+    assert resumed.evaluation.accuracy == reference.evaluation.accuracy
+    for a, b in zip(reference_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "b" / "epochs.csv").open())]
+    assert epochs == [0, 1, 2]
+
+
+def test_finished_phase_returns_its_final_state_without_training(digits_device, tmp_path):
+    trainer = trainer_for(digits_device, tmp_path)
+    model = new_model()
+    first = trainer.train(model, "done", QUICK)
+    again_model = new_model(seed=5)
+    again = trainer.train(again_model, "done", QUICK)
+    assert again.evaluation.accuracy == first.evaluation.accuracy and again.epochs == 3
+    assert torch.equal(again_model.fc.weight, model.fc.weight)
+
+
+def test_same_trial_same_batches_different_trial_different(digits_device, tmp_path):
+    models = [new_model() for _ in range(3)]
+    for index, (model, trial) in enumerate(zip(models, (0, 0, 1), strict=True)):
+        trainer_for(digits_device, tmp_path / str(index), trial).train(model, "p", QUICK)
+    assert torch.equal(models[0].fc.weight, models[1].fc.weight)
+    assert not torch.equal(models[0].fc.weight, models[2].fc.weight)
+
+
+def test_non_finite_loss_raises_diverged(digits_device, tmp_path):
+    with pytest.raises(DivergedError, match="epoch 0"):
+        trainer_for(digits_device, tmp_path).train(new_model(), "blowup", TrainSettings(epochs=2, lr=1e12))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(digits_device, tmp_path):
+    trainer = trainer_for(digits_device, tmp_path)
+    trainer.checkpoint_path("p").parent.mkdir(parents=True)
+    trainer.checkpoint_path("p").write_bytes(b"not a checkpoint")
+    with pytest.raises(BenchError, match="corrupt.*delete it"):
+        trainer.train(new_model(), "p", QUICK)
