@@ -1,11 +1,10 @@
-"""LTH (reinit / rewind / finetune), Flow&Prune and Continuous Sparsification run as jobs on the tiny
-digits data with ResNet-8: per-round sparsity, what the surviving weights become, resuming mid-round,
+"""LTH (reinit / rewind / finetune), Flow&Prune and Continuous Sparsification run as jobs on 300 digits
+with the tiny ResNet: per-round sparsity, what the surviving weights become, resuming mid-round,
 Flow&Prune's per-epoch sparsity and CS's two sparsities."""
 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -13,33 +12,25 @@ import torch
 
 from baselines.continuous_sparsification import soft_masks, ticket_masks
 from baselines.lth import round_sparsity, rounds_for
-from bench.jobs import job_dir, read_metrics, read_status, run_job, write_spec
+from bench.jobs import job_dir, read_metrics, read_status
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
-from bench.spec import JobSpec, RunSettings
+from bench.spec import JobSpec
 from methods.base import JobContext
+from tests.conftest import TINY_ARCH as ARCH
+from tests.conftest import run_spec
 
-ARCH = "resnet8"
+DATASET = "digits@300"
 DIGITS = ModelInput(1, 10, 8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _cache_outside_home(tmp_path_factory: pytest.TempPathFactory):
-    if "PRUNEBENCH_CACHE" not in os.environ:
-        os.environ["PRUNEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-        yield
-        del os.environ["PRUNEBENCH_CACHE"]
-    else:
-        yield
-
-
 def job(method: str, sparsity: float | None = 0.5, epochs: int = 2, **hparams) -> JobSpec:
-    return JobSpec(method=method, dataset="digits", arch=ARCH, sparsity=sparsity, train={"epochs": epochs},
+    return JobSpec(method=method, dataset=DATASET, arch=ARCH, sparsity=sparsity, train={"epochs": epochs},
                    hparams=hparams)
 
 
 def run(results: Path, spec: JobSpec, retry_failed: bool = False) -> list[dict]:
-    status = run_job(write_spec(results, spec, RunSettings(device="cpu", progress=False)), retry_failed=retry_failed)
+    status = run_spec(results, spec, retry_failed=retry_failed)
     assert status["state"] == "done", status
     return read_metrics(job_dir(results, spec))
 
@@ -138,7 +129,7 @@ def test_lth_resumes_mid_round_with_the_same_numbers(tmp_path, monkeypatch):
     reference = run(tmp_path / "uninterrupted", spec)
     with monkeypatch.context() as patch:
         PhaseSpy(patch, fail_at=("round2", 1))
-        status = run_job(write_spec(tmp_path / "interrupted", spec, RunSettings(device="cpu", progress=False)))
+        status = run_spec(tmp_path / "interrupted", spec)
     assert status["state"] == "failed"
     folder = job_dir(tmp_path / "interrupted", spec)
     assert torch.load(folder / "ckpt" / "round2.pt", weights_only=False)["next_epoch"] == 1
