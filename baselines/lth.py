@@ -45,6 +45,12 @@ REWIND_SNAPSHOT = "rewind_state"
 REWIND_SCHEDULES = ("restart", "resume")
 
 
+def require(condition: bool, setting: str, value: object, accepted: str) -> None:
+    """Raise the one-line settings error unless `condition` holds."""
+    if not condition:
+        raise BenchError(f"{setting} = {value!r}; accepted: {accepted}")
+
+
 @dataclass(frozen=True)
 class LthSettings:
     pruning_fraction: float = field(default=0.1, metadata={"help": "fraction of the surviving weights pruned per round"})
@@ -52,10 +58,8 @@ class LthSettings:
         default=0, metadata={"help": "pruning rounds; 0 = as many as reach the job's requested sparsity"})
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.pruning_fraction < 1.0:
-            raise BenchError(f"pruning_fraction = {self.pruning_fraction}; accepted: a float in (0, 1)")
-        if self.rounds < 0:
-            raise BenchError(f"rounds = {self.rounds}; accepted: an integer >= 0")
+        require(0.0 < self.pruning_fraction < 1.0, "pruning_fraction", self.pruning_fraction, "a float in (0, 1)")
+        require(self.rounds >= 0, "rounds", self.rounds, "an integer >= 0")
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,9 @@ class RewindSettings(LthSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.rewind_schedule not in REWIND_SCHEDULES:
-            raise BenchError(f"rewind_schedule = {self.rewind_schedule!r}; accepted: {', '.join(REWIND_SCHEDULES)}")
-        if self.rewind_epoch < 0:
-            raise BenchError(f"rewind_epoch = {self.rewind_epoch}; accepted: an integer >= 0")
+        require(self.rewind_schedule in REWIND_SCHEDULES, "rewind_schedule", self.rewind_schedule,
+                ", ".join(REWIND_SCHEDULES))
+        require(self.rewind_epoch >= 0, "rewind_epoch", self.rewind_epoch, "an integer >= 0")
 
 
 @dataclass(frozen=True)
