@@ -1,95 +1,361 @@
-"""Declarative grids: `bench/grids/<name>.toml` expanded into job specs.
+"""Declarative grids: `bench/grids/<name>.toml` (or any TOML path) expanded into a plan of jobs.
 
-A grid names methods ("all" or a list), datasets, archs, the number of trials, the requested
-sparsities, training overrides (`[train]`) and per-method settings (`[hparams.<method>]`). A method
-that takes no sparsity (dense) or finds its own gets one job per (dataset, arch, trial); every other
-method gets one job per sparsity.
+A grid file sets, at its top level and in optional `[[block]]` tables that override it:
+  methods      a list of method names, or "all" (every registered method)
+  datasets     e.g. ["cifar100", "cifar10@5k"]; archs, e.g. ["resnet20", "resnet32"]; trials (seeds)
+  sparsities   requested sparsities: floats, "found" (IMC's s* of the same trial) and "sweep"
+  sweep        [start, stop, step] of the "sweep" levels (inclusive), e.g. [0.05, 0.5, 0.05]
+  [modes]      how a method takes sparsities: "levels" (one job per level), "rounds" (one iterative job
+               whose rounds cover the levels: it gets the largest numeric level, or "found" alone),
+               "none" (one job: dense, a method that finds its own sparsity). Unlisted methods follow
+               their class (`takes_sparsity`, `finds_sparsity`, an optional `grid_sparsity`).
+  needs_analysis   methods whose jobs wait for `bench.found.analysis_spec(spec)` (IMC's variants);
+               every job at sparsity "found" waits for it too. Analysis jobs are added to the plan.
+  quick        true: start from each method's cheap `quick_hparams` (smoke runs, the offline default)
+  [train]      training-recipe overrides; [hparams.<method>] per-method settings
+  [vary]       a cartesian product of settings: {"train.lr" = [...], "hparams.rewind_epoch" = [...]}
+               ("hparams.X" is set for every method of the block)
+  extends      a grid whose keys this file starts from (files named `_*.toml` hold shared keys)
+  include      grids whose jobs are part of this one (`full` = every paper grid)
+
+Method names are checked when the grid is expanded, not when it is read, so a grid may name methods
+that another branch registers; an unknown name is a one-line `BenchError`. Settings are validated
+against the method's `Settings` and dropped where they equal the default, so a job's id does not
+change when a grid spells out a default (open_lth's rule). Jobs are deduplicated by id.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import itertools
+from collections.abc import Collection
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
-from bench.data import DATASETS, parse_dataset_name
-from bench.errors import BenchError, check_sparsity
-from bench.models import ARCHS
+from bench.errors import BenchError, UnknownNameError, check_sparsity
 from bench.spec import FOUND, JobSpec
-from methods.registry import get_method, method_names
 
 GRIDS_DIR = Path(__file__).parent / "grids"
+SWEEP = "sweep"
+MODES = ("levels", "rounds", "none")
+PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "modes", "needs_analysis",
+             "quick", "train", "hparams", "vary", "name"}
+FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
+FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity")
 
 
 @dataclass(frozen=True)
-class Grid:
-    name: str
-    description: str = ""
-    methods: tuple[str, ...] = ()
+class GridPart:
+    """One cartesian block of a grid."""
+
+    name: str = ""
+    methods: tuple[str, ...] | str = "all"
     datasets: tuple[str, ...] = ("digits",)
     archs: tuple[str, ...] = ("resnet20",)
     trials: int = 1
     sparsities: tuple[float | str, ...] = (0.5,)
+    sweep: tuple[float, float, float] = (0.05, 0.5, 0.05)
+    modes: dict[str, str] = field(default_factory=dict)
+    needs_analysis: tuple[str, ...] = ()
+    quick: bool = False
     train: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    vary: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def method_list(self) -> tuple[str, ...]:
+        from methods.registry import method_names
+
+        return tuple(method_names()) if self.methods == "all" else tuple(self.methods)
+
+    def levels(self) -> list[float | str]:
+        """The requested sparsities with "sweep" expanded."""
+        levels: list[float | str] = []
+        for item in self.sparsities:
+            if item == SWEEP:
+                levels.extend(sweep_levels(*self.sweep))
+            elif item == FOUND:
+                levels.append(FOUND)
+            else:
+                levels.append(check_sparsity(item))
+        return list(dict.fromkeys(levels))
 
     def validate(self) -> None:
-        """Fail fast, before any job runs, on an unknown dataset, arch or method."""
+        """Fail fast, before any job runs, on an unknown dataset or arch (methods: in `jobs`)."""
+        from bench.data import DATASETS, parse_dataset_name
+        from bench.models import ARCHS
+
         for dataset in self.datasets:
             DATASETS.get(parse_dataset_name(dataset)[0])
         for arch in self.archs:
             ARCHS.get(arch)
-        for method in self.methods:
-            get_method(method)
 
     def jobs(self) -> list[JobSpec]:
         self.validate()
         specs = []
-        for dataset in self.datasets:
-            for arch in self.archs:
-                for trial in range(self.trials):
-                    for method in self.methods:
-                        method_class = get_method(method)
-                        levels = self.sparsities if method_class.takes_sparsity and not method_class.finds_sparsity \
-                            else (None,)
-                        for sparsity in levels:
-                            specs.append(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
-                                                 sparsity=sparsity, train=dict(self.train),
-                                                 hparams=dict(self.hparams.get(method, {}))))
+        settings_product = _product(self.vary)
+        for dataset, arch, trial in itertools.product(self.datasets, self.archs, range(self.trials)):
+            for method in self.method_list():
+                method_class = _method_class(method)
+                for varied in settings_product:
+                    train = dict(self.train) | varied["train"]
+                    quick = dict(method_class.quick_hparams) if self.quick else {}
+                    hparams = quick | dict(self.hparams.get(method, {})) | varied["hparams"]
+                    for sparsity in self.method_sparsities(method, method_class):
+                        specs.append(normalized(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
+                                                        sparsity=sparsity, train=train, hparams=hparams)))
         return specs
+
+    def method_sparsities(self, method: str, method_class: type) -> list[float | str | None]:
+        mode = self.modes.get(method) or getattr(method_class, "grid_sparsity", None) or (
+            "levels" if method_class.takes_sparsity and not method_class.finds_sparsity else "none")
+        if mode not in MODES:
+            raise BenchError(f"grid {self.name!r}: mode {mode!r} of method {method}; accepted: {', '.join(MODES)}")
+        if mode == "none":
+            return [None]
+        levels = self.levels()
+        if not levels:
+            raise BenchError(f"grid {self.name!r} gives method {method} no sparsity; accepted: floats, found, sweep")
+        if mode == "levels":
+            return levels
+        numeric = [level for level in levels if level != FOUND]
+        return [max(numeric)] if numeric else [FOUND]
+
+
+def sweep_levels(start: float, stop: float, step: float) -> list[float]:
+    """start, start + step, ..., stop (inclusive), rounded to 4 decimals so 0.15 stays 0.15."""
+    if step <= 0 or start > stop:
+        raise BenchError(f"sweep [{start}, {stop}, {step}] is empty; accepted: [start, stop, step] with step > 0")
+    count = int(round((stop - start) / step)) + 1
+    return [check_sparsity(round(start + index * step, 4)) for index in range(count)]
+
+
+def _product(vary: dict[str, tuple[Any, ...]]) -> list[dict[str, dict[str, Any]]]:
+    keys = list(vary)
+    combos = []
+    for values in itertools.product(*(vary[key] for key in keys)):
+        combo: dict[str, dict[str, Any]] = {"train": {}, "hparams": {}}
+        for key, value in zip(keys, values, strict=True):
+            section, _, name = key.partition(".")
+            if section not in combo or not name:
+                raise BenchError(f"vary key {key!r}; accepted: 'train.<field>' or 'hparams.<setting>'")
+            combo[section][name] = value
+        combos.append(combo)
+    return combos
+
+
+def _method_class(name: str, why: str = "") -> type:
+    from methods.registry import get_method
+
+    try:
+        return get_method(name)
+    except UnknownNameError as error:
+        if not why:
+            raise
+        raise BenchError(f"{why} {name!r}, which is not registered; accepted: {', '.join(error.accepted)}") from None
+
+
+def normalized(spec: JobSpec, why: str = "") -> JobSpec:
+    """The spec with settings validated and those equal to their defaults dropped."""
+    from bench.jobs import train_settings_for
+    from bench.train import TrainSettings
+    from methods.base import build_settings
+
+    method_class = _method_class(spec.method, why)
+    train_settings = train_settings_for(spec)
+    train = {key: value for key, value in spec.train.items()
+             if getattr(train_settings, key) != getattr(TrainSettings(), key)}
+    settings = build_settings(method_class.Settings, spec.hparams, f"method {spec.method}")
+    defaults = method_class.Settings()
+    hparams = {key: value for key, value in spec.hparams.items() if getattr(settings, key) != getattr(defaults, key)}
+    return replace(spec, train=train, hparams=hparams)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """A job of the plan and the ids of the jobs it waits for (IMC's analysis for "found")."""
+
+    spec: JobSpec
+    after: tuple[str, ...] = ()
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named grid: its parts (blocks and included grids) expand to jobs and plan."""
+
+    name: str
+    description: str = ""
+    parts: tuple[GridPart, ...] = ()
+
+    def jobs(self) -> list[JobSpec]:
+        """Every job of every part, deduplicated by id, in grid order."""
+        unique: dict[str, JobSpec] = {}
+        for part in self.parts:
+            for spec in part.jobs():
+                unique.setdefault(spec.job_id, spec)
+        return list(unique.values())
+
+    def plan(self, filters: dict[str, tuple[str, ...]] | None = None) -> list[PlannedJob]:
+        """The selected jobs plus the analysis jobs they wait for, each dependency before its dependents."""
+        needs = {method for part in self.parts for method in part.needs_analysis}
+        selected = [spec for spec in self.jobs() if matches(spec, filters or {})]
+        return plan_jobs(selected, needs)
+
+
+def plan_jobs(specs: list[JobSpec], needs_analysis: Collection[str] = ()) -> list[PlannedJob]:
+    """`specs` as planned jobs: those at "found" (and of the methods in `needs_analysis`, or whose
+    class sets `needs_analysis`) wait for `bench.found.analysis_spec(spec)`, which is added to the plan
+    once and placed before every job."""
+    from bench.found import analysis_spec
+
+    analyses: dict[str, JobSpec] = {}
+    planned = []
+    for spec in specs:
+        after: tuple[str, ...] = ()
+        if spec.sparsity == FOUND or spec.method in needs_analysis or getattr(
+                _method_class(spec.method), "needs_analysis", False):
+            analysis = normalized(analysis_spec(spec), f"job {spec.job_id} waits for the analysis method")
+            if analysis.job_id != spec.job_id:
+                analyses.setdefault(analysis.job_id, analysis)
+                after = (analysis.job_id,)
+        planned.append(PlannedJob(spec, after))
+    own = {job.job_id for job in planned}
+    first = [PlannedJob(spec) for job_id, spec in analyses.items() if job_id not in own]
+    by_id = {job.job_id: job for job in planned}
+    ordered = [job for job in planned if job.job_id in analyses]  # analyses the grid lists itself go first
+    return first + ordered + [by_id[job_id] for job_id in by_id if job_id not in analyses]
+
+
+def matches(spec: JobSpec, filters: dict[str, tuple[str, ...]]) -> bool:
+    for key, accepted in filters.items():
+        if key.startswith(("train.", "hparams.")):
+            section, _, name = key.partition(".")
+            value = getattr(spec, section).get(name)
+        else:
+            value = getattr(spec, key)
+        if not any(_same(value, text) for text in accepted):
+            return False
+    return True
+
+
+def _same(value: Any, text: str) -> bool:
+    if value is None:
+        return text in ("none", "")
+    try:
+        return float(value) == float(text)
+    except (TypeError, ValueError):
+        return str(value) == text
+
+
+def parse_filters(items: list[str] | None) -> dict[str, tuple[str, ...]]:
+    """`["method=snip,grasp", "trial=0"]` -> {"method": ("snip", "grasp"), "trial": ("0",)}."""
+    filters: dict[str, tuple[str, ...]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise BenchError(f"filter {item!r} is not key=value; accepted keys: {', '.join(FILTER_KEYS)}, "
+                             "train.<field>, hparams.<setting>")
+        if key not in FILTER_KEYS and not key.startswith(("train.", "hparams.")):
+            raise BenchError(f"unknown filter key {key!r}; accepted: {', '.join(FILTER_KEYS)}, train.<field>, "
+                             "hparams.<setting>")
+        filters[key] = filters.get(key, ()) + tuple(part.strip() for part in value.split(","))
+    return filters
 
 
 def grid_names() -> list[str]:
-    return sorted(path.stem for path in GRIDS_DIR.glob("*.toml"))
+    return sorted(path.stem for path in GRIDS_DIR.glob("*.toml") if not path.stem.startswith("_"))
+
+
+def _grid_path(name: str) -> Path:
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.exists():
+            raise BenchError(f"grid file {name} does not exist; accepted: a TOML path or {', '.join(grid_names())}")
+        return path
+    path = GRIDS_DIR / f"{name}.toml"
+    if not path.exists():
+        raise BenchError(f"unknown grid {name!r}; accepted: {', '.join(grid_names())} or a path to a .toml file")
+    return path
+
+
+def _read(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw TOML of a grid with its `extends` chain merged in (tables merged key by key)."""
+    if name in seen:
+        raise BenchError(f"grid {name!r} extends itself through {' -> '.join(seen)}")
+    path = _grid_path(name)
+    raw = tomllib.loads(path.read_text())
+    unknown = sorted(set(raw) - FILE_KEYS)
+    if unknown:
+        raise BenchError(f"grid {path} has unknown key(s) {unknown}; accepted: {', '.join(sorted(FILE_KEYS))}")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    base = _read(base_name if base_name.endswith(".toml") else base_name, (*seen, name))
+    return _merge(base, raw)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _part(name: str, raw: dict[str, Any]) -> GridPart:
+    unknown = sorted(set(raw) - PART_KEYS)
+    if unknown:
+        raise BenchError(f"grid {name!r} block has unknown key(s) {unknown}; accepted: {', '.join(sorted(PART_KEYS))}")
+    values: dict[str, Any] = {"name": name}
+    for item in fields(GridPart):
+        if item.name not in raw or item.name == "name":
+            continue
+        value = raw[item.name]
+        if item.name == "vary":
+            value = {key: tuple(options) for key, options in value.items()}
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[item.name] = value
+    if raw.get("name"):
+        values["name"] = f"{name}/{raw['name']}"
+    return GridPart(**values)
 
 
 def load_grid(name: str) -> Grid:
-    path = GRIDS_DIR / f"{name}.toml"
-    if not path.exists():
-        raise BenchError(f"unknown grid {name!r}; accepted: {', '.join(grid_names())}")
-    raw = tomllib.loads(path.read_text())
-    methods = raw.pop("methods", "all")
-    methods = tuple(method_names()) if methods == "all" else tuple(methods)
-    for method in methods:
-        get_method(method)
-    unknown = set(raw) - {"description", "datasets", "archs", "trials", "sparsities", "train", "hparams"}
-    if unknown:
-        raise ValueError(f"grid {path} has unknown keys {sorted(unknown)}")
-    return Grid(name=name, methods=methods, **{key: tuple(value) if isinstance(value, list) else value
-                                               for key, value in raw.items()})
+    raw = _read(name)
+    description = raw.pop("description", "")
+    includes = raw.pop("include", [])
+    blocks = raw.pop("block", None)
+    grid_name = Path(name).stem if name.endswith(".toml") else name
+    parts: list[GridPart] = []
+    for included in includes:
+        parts.extend(load_grid(included).parts)
+    if blocks:
+        parts.extend(_part(grid_name, _merge(raw, block)) for block in blocks)
+    elif not includes or set(raw) & {"methods", "datasets"}:
+        parts.append(_part(grid_name, raw))
+    return Grid(name=grid_name, description=description, parts=tuple(parts))
 
 
 def parse_sparsities(text: str) -> tuple[float | str, ...]:
-    return tuple(FOUND if item.strip() == FOUND else check_sparsity(item) for item in text.split(",") if item.strip())
+    return tuple(item.strip() if item.strip() in (FOUND, SWEEP) else check_sparsity(item)
+                 for item in text.split(",") if item.strip())
 
 
 def override(grid: Grid, **changes: Any) -> Grid:
-    """The grid with CLI overrides applied (None means: keep the grid's value)."""
-    train = dict(grid.train)
+    """The grid with CLI overrides applied to every part (None means: keep the grid's value)."""
     epochs = changes.pop("epochs", None)
-    if epochs is not None:
-        train["epochs"] = epochs
     kept = {key: value for key, value in changes.items() if value is not None}
-    return replace(grid, train=train, **kept)
+    parts = []
+    for part in grid.parts:
+        train = dict(part.train) | ({"epochs": epochs} if epochs is not None else {})
+        parts.append(replace(part, train=train, **kept))
+    return replace(grid, parts=tuple(parts))

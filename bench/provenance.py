@@ -35,6 +35,7 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {
         "prunebench": __version__,
         "git": git_state(),
+        "code": str(REPO_ROOT),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

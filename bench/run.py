@@ -1,8 +1,12 @@
-"""`python -m bench.run`: expand a grid into jobs, run what is not done, print a summary.
+"""`python -m bench.run`: expand a grid into jobs, run or submit what is not done, print a summary.
 
 A bare `python -m bench.run` runs the offline `default` grid (digits, ResNet-20, every method, a few
-epochs). `--grid NAME` picks another grid; `--dataset/--arch/--methods/--trials/--epochs/--sparsity`
-override it. A finished job is skipped on rerun and an interrupted one resumes from its checkpoint.
+epochs) inline. `--grid NAME` (or a path to a .toml file) picks another grid, `--list-grids` lists them;
+`--dataset/--arch/--methods/--trials/--epochs/--sparsity` override it and `--filter key=value` selects
+part of it. `--executor inline|local|slurm` (see `bench.executors`): inline and local run to the end
+and print the summary; slurm submits array jobs and returns (watch with `python -m bench.status`).
+A finished job is skipped on rerun, an interrupted one resumes from its checkpoint, and a failed one
+is retried only with `--retry-failed`.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from tabulate import tabulate
 
 from bench.cli import guarded, resolve_device
 from bench.data import DataSettings
-from bench.grid import grid_names, load_grid, override, parse_sparsities
-from bench.jobs import DONE, job_dir, read_metrics, read_status, run_job, write_spec
+from bench.errors import BenchError
+from bench.executors import EXECUTORS, SlurmSettings, run_inline, run_local, submit_slurm
+from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
+from bench.jobs import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.spec import JobSpec, RunSettings
+from bench.tracking import NEW, job_states
 
 
 def _list(text: str | None) -> tuple[str, ...] | None:
@@ -41,6 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun jobs recorded as failed")
     parser.add_argument("--dry-run", action="store_true", help="list the jobs and which are done; run nothing")
+    parser.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                        help="select jobs: method, dataset, arch, trial, sparsity, train.<field>, hparams.<setting>; "
+                             "comma-separated values are alternatives; repeat to combine (jobs they wait for are kept)")
+    parser.add_argument("--executor", default="inline", choices=EXECUTORS,
+                        help="inline: this process; local: a pool of worker processes; slurm: submit and return")
+    parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
+    slurm = parser.add_argument_group("slurm executor")
+    defaults = SlurmSettings()
+    slurm.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
+    slurm.add_argument("--gpus-per-job", type=int, default=defaults.gpus_per_job, help="GPUs per job (default 0)")
+    slurm.add_argument("--cpus-per-job", type=int, default=defaults.cpus_per_job,
+                       help=f"CPUs per job (default {defaults.cpus_per_job})")
+    slurm.add_argument("--mem-gb", type=float, default=defaults.mem_gb, help=f"memory per job (default {defaults.mem_gb:g})")
+    slurm.add_argument("--time-min", type=int, default=defaults.time_min,
+                       help=f"time limit per job in minutes; a job past it requeues from its checkpoint "
+                            f"(default {defaults.time_min})")
+    slurm.add_argument("--array-parallelism", type=int, default=defaults.array_parallelism,
+                       help=f"most tasks of one array running at once (default {defaults.array_parallelism})")
+    slurm.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before the job, e.g. 'module load cuda' (repeatable)")
+    slurm.add_argument("--constraint", help="SLURM --constraint, e.g. a GPU type, so runtimes compare")
+    slurm.add_argument("--max-num-timeout", type=int, default=defaults.max_num_timeout,
+                       help=f"requeues after a timeout before a job fails (default {defaults.max_num_timeout})")
+    slurm.add_argument("--max-array-size", type=int, help="largest array submitted (default: the cluster's MaxArraySize)")
     return parser
 
 
@@ -51,33 +82,64 @@ def main(argv: list[str] | None = None) -> int:
         for name in grid_names():
             print(f"{name:12s} {load_grid(name).description}")
         return 0
+    device = _device(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
                     sparsities=parse_sparsities(args.sparsity) if args.sparsity else None)
-    specs = grid.jobs()
+    planned = grid.plan(parse_filters(args.filter))
+    if not planned:
+        raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
     results = Path(args.results)
     if args.dry_run:
-        return _dry_run(specs, results)
-    run = RunSettings(device=resolve_device(args.device),
+        return _dry_run(planned, results)
+    if args.workers is not None and args.workers < 1:
+        raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
+    run = RunSettings(device=device,
                       data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
-    failed = 0
-    for index, spec in enumerate(specs, 1):
-        print(f"[{index}/{len(specs)}] {spec.job_id}", flush=True)
-        status = run_job(write_spec(results, spec, run), retry_failed=args.retry_failed)
-        if status["state"] != DONE:
-            failed += 1
-            print(f"    failed: {status.get('error')}", flush=True)
-    print(summary_table(specs, results))
-    return 1 if failed else 0
+    if args.executor == "slurm":
+        settings = SlurmSettings(
+            partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+            mem_gb=args.mem_gb, time_min=args.time_min, array_parallelism=args.array_parallelism,
+            setup=tuple(args.slurm_setup), constraint=args.constraint, max_num_timeout=args.max_num_timeout,
+            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}")
+        outcome = submit_slurm(planned, results, run, settings, retry_failed=args.retry_failed)
+        for job_id, why in outcome.blocked.items():
+            print(f"not submitted: {job_id}: {why}")
+        print(f"{len(outcome.submitted)} job(s) submitted, {len(planned)} in the plan; "
+              f"watch: python -m bench.status --results {results}")
+        return 1 if outcome.blocked else 0
+    if args.executor == "local":
+        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed)
+    else:
+        outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
+    print(summary_table([job.spec for job in planned], results))
+    return 1 if outcome.failed else 0
 
 
-def _dry_run(specs: list[JobSpec], results: Path) -> int:
-    done = 0
-    for spec in specs:
-        state = read_status(job_dir(results, spec))["state"]
-        done += state == DONE
-        print(f"{state:8s} {spec.job_id}")
-    print(f"{len(specs)} jobs, {done} done")
+def _device(args: argparse.Namespace) -> str:
+    """The training device. SLURM jobs run elsewhere: the name is checked, not this machine's GPUs."""
+    if args.executor != "slurm":
+        return resolve_device(args.device)
+    if args.device == "auto":
+        return "cuda" if args.gpus_per_job else "cpu"
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        resolve_device(args.device)  # raises the one-line error naming the accepted devices
+    return args.device
+
+
+def _dry_run(planned: list[PlannedJob], results: Path) -> int:
+    states = job_states(results, [job.job_id for job in planned])
+    counts: dict[str, int] = {}
+    for job in planned:
+        state = states[job.job_id].state
+        state = PENDING if state == NEW else state
+        counts[state] = counts.get(state, 0) + 1
+        after = f"  (after {', '.join(job.after)})" if job.after else ""
+        print(f"{state:8s} {job.job_id}{after}")
+    others = ", ".join(f"{count} {state}" for state, count in sorted(counts.items()) if state != DONE)
+    if others:
+        print(f"not done: {others}")
+    print(f"{len(planned)} jobs, {counts.get(DONE, 0)} done")
     return 0
 
 

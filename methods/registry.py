@@ -1,12 +1,15 @@
 """The method registry: a method is one file with a class decorated `@register("name")`.
 
 Every module in the `methods` and `baselines` packages is imported on first use, so adding a method
-needs no list to edit.
+needs no list to edit. Methods kept outside the repository are loaded from the modules named in the
+environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported after the packages); the
+variable reaches SLURM jobs with the rest of the submitter's environment.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from typing import TYPE_CHECKING
 
@@ -17,6 +20,7 @@ if TYPE_CHECKING:
 
 METHODS: Registry[type[Method]] = Registry("method")
 PLUGIN_PACKAGES = ("baselines", "methods")
+PLUGINS_VARIABLE = "PRUNEBENCH_PLUGINS"
 _loaded = False
 
 
@@ -39,6 +43,9 @@ def load_plugins() -> Registry[type[Method]]:
             for module in pkgutil.iter_modules(package.__path__):
                 if not module.name.startswith("_"):
                     importlib.import_module(f"{package_name}.{module.name}")
+        for module_name in os.environ.get(PLUGINS_VARIABLE, "").split(","):
+            if module_name.strip():
+                importlib.import_module(module_name.strip())
         _loaded = True
     return METHODS
 

@@ -1,0 +1,353 @@
+"""Executors: run a plan of jobs inline, in a bounded local pool, or as SLURM array jobs via submitit.
+
+Every executor hands a job only the path of its `spec.json` (`bench.jobs.run_job`), so a job is
+idempotent: finished jobs are skipped, interrupted ones resume from their epoch checkpoints.
+
+- `inline`: this process, in dependency order (IMC's analysis before the jobs at "found").
+- `local`: a pool of `--workers` spawned processes, one GPU each where there are GPUs
+  (`CUDA_VISIBLE_DEVICES`); a job starts when its dependencies are done. submitit's LocalExecutor is
+  not used: it has no queue and starts every job at once (submitit #1685, #1718).
+- `slurm`: submitit's `AutoExecutor` following `shared/specs/harness-anchors.md` (d) and avoiding
+  Hydra's submitit-launcher pitfalls: the submitit folder lives in the results folder; `timeout_min`
+  and `slurm_max_num_timeout` are always set; stderr goes to stdout; jobs are submitted as arrays
+  with `executor.batch()`, chunked to the cluster's MaxArraySize (submitit #1624);
+  `update_parameters` is called outside `batch()`; submission never blocks on results. A job is a
+  `submitit.helpers.Checkpointable` (`SpecJob`) holding no state but a flag, so on preemption or
+  timeout submitit requeues it with the same spec path and it resumes from its last epoch. Jobs at
+  "found" sparsity get `--dependency=afterok:<analysis job>`; jobs sharing the same dependencies share
+  one array. Every submission is appended to `jobs.jsonl` for `bench.status`.
+
+The job's Python is the submitter's `sys.executable`; the job's working directory and `PYTHONPATH`
+are set to this checkout's root, so it imports the same code as the submitter (an editable install
+elsewhere does not win).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from bench.data import DataSettings
+from bench.errors import BenchError
+from bench.grid import PlannedJob
+from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
+from bench.provenance import REPO_ROOT
+from bench.spec import RunSettings
+from bench.tracking import JobState, append_jobs_log, job_states
+
+EXECUTORS = ("inline", "local", "slurm")
+DEFAULT_MAX_ARRAY_SIZE = 1000
+Printer = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SlurmSettings:
+    """What `--executor slurm` asks the cluster for (one job = one task on one node)."""
+
+    partition: str | None = None
+    gpus_per_job: int = 0
+    cpus_per_job: int = 4
+    mem_gb: float = 16
+    time_min: int = 240
+    array_parallelism: int = 256
+    setup: tuple[str, ...] = ()
+    constraint: str | None = None
+    max_num_timeout: int = 3
+    max_array_size: int | None = None  # None: read MaxArraySize from `scontrol show config`
+    job_name: str = "prunebench"
+
+
+@dataclass
+class Outcome:
+    """What an executor did: job id -> final or submitted state, and the jobs it could not start."""
+
+    states: dict[str, str] = field(default_factory=dict)
+    blocked: dict[str, str] = field(default_factory=dict)  # job id -> why (a dependency failed)
+    submitted: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return sum(state == FAILED for state in self.states.values()) + len(self.blocked)
+
+
+class SpecJob(submitit.helpers.Checkpointable):
+    """The callable SLURM runs: `SpecJob()(spec_path)`; requeued by submitit with the same path.
+
+    It raises when the job ends failed, so that SLURM marks it FAILED and `afterok` dependents
+    never start on a missing analysis.
+    """
+
+    def __init__(self, retry_failed: bool = False):
+        self.retry_failed = retry_failed
+
+    def __call__(self, spec_path: str) -> str:
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            import torch
+
+            torch.set_num_threads(int(cpus))
+        print(describe_resume(Path(spec_path).parent), flush=True)
+        status = run_job(spec_path, retry_failed=self.retry_failed)
+        if status["state"] != DONE:
+            raise RuntimeError(f"job {Path(spec_path).parent.name} {status['state']}: {status.get('error')}")
+        return status["state"]
+
+
+def describe_resume(folder: Path) -> str:
+    """One log line: which attempt this is and which epoch checkpoints it resumes from."""
+    import torch
+
+    status = read_status(folder)
+    checkpoints = []
+    for path in sorted((folder / "ckpt").glob("*.pt")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # a torn file: the trainer reports it
+            continue
+        checkpoints.append(f"{path.stem} {'complete' if state.get('complete') else 'at epoch ' + str(state.get('next_epoch'))}")
+    where = f"resuming from {', '.join(checkpoints)}" if checkpoints else "starting from scratch"
+    return f"prunebench job {folder.name}: state {status['state']}, attempt {status.get('attempt', 0) + 1}, {where}"
+
+
+def _write_specs(planned: list[PlannedJob], results: Path, run: RunSettings) -> dict[str, Path]:
+    return {job.job_id: write_spec(results, job.spec, run) for job in planned}
+
+
+def _dependency_state(dependency: str, results: Path, outcome: Outcome) -> str:
+    if dependency in outcome.blocked:
+        return "blocked"
+    return outcome.states.get(dependency) or read_status(Path(results) / JOBS_FOLDER / dependency)["state"]
+
+
+def _ready(job: PlannedJob, results: Path, outcome: Outcome) -> str | None:
+    """None if every dependency is done; otherwise the id of one that is not."""
+    return next((dep for dep in job.after if _dependency_state(dep, results, outcome) != DONE), None)
+
+
+def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry_failed: bool = False,
+               echo: Printer = print) -> Outcome:
+    """Run every job in this process, dependencies first; a job whose dependency failed is skipped."""
+    paths = _write_specs(planned, results, run)
+    outcome = Outcome()
+    for index, job in enumerate(planned, 1):
+        waiting_for = _ready(job, results, outcome)
+        if waiting_for is not None:
+            outcome.blocked[job.job_id] = f"dependency {waiting_for} is not done"
+            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, dependency {waiting_for} is not done")
+            continue
+        echo(f"[{index}/{len(planned)}] {job.job_id}")
+        status = run_job(paths[job.job_id], retry_failed=retry_failed)
+        outcome.states[job.job_id] = status["state"]
+        if status["state"] != DONE:
+            echo(f"    failed: {status.get('error')}")
+    return outcome
+
+
+
+
+def _init_worker(devices: Any, threads: int) -> None:
+    """Pool initializer: take one GPU (if any) before torch touches CUDA; share the CPU threads."""
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_in_worker(spec_path: str, retry_failed: bool) -> dict[str, Any]:
+    return run_job(spec_path, retry_failed=retry_failed)
+
+
+def default_workers() -> int:
+    import torch
+
+    return torch.cuda.device_count() or max(1, (os.cpu_count() or 1) // 2)
+
+
+def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, workers: int | None = None,
+              retry_failed: bool = False, echo: Printer = print) -> Outcome:
+    """Run the jobs in a pool of worker processes; each starts once its dependencies are done."""
+    import torch
+
+    gpus = torch.cuda.device_count() if run.device.startswith("cuda") else 0
+    workers = workers or default_workers()
+    if gpus:
+        workers = min(workers, gpus)
+    context = multiprocessing.get_context("spawn")
+    devices = None
+    if gpus:
+        devices = context.Queue()
+        for index in range(workers):
+            devices.put(index)
+    if run.device.startswith("cuda:"):  # each worker sees one GPU, as cuda:0
+        run = RunSettings(device="cuda", data=run.data, progress=False)
+    else:
+        run = RunSettings(device=run.device, data=run.data, progress=False)
+    paths = _write_specs(planned, results, run)
+    outcome = Outcome()
+    waiting = list(planned)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    echo(f"local pool: {workers} worker(s){', one GPU each' if gpus else f', {threads} CPU thread(s) each'}")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                initargs=(devices, threads)) as pool:
+        running: dict[concurrent.futures.Future, str] = {}
+        while waiting or running:
+            active = set(running.values()) | {job.job_id for job in waiting}
+            for job in list(waiting):
+                blocking = _ready(job, results, outcome)
+                if blocking is None:
+                    running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed)] = job.job_id
+                    waiting.remove(job)
+                elif blocking not in active:  # failed, blocked, or not in this plan and not done
+                    outcome.blocked[job.job_id] = f"dependency {blocking} is not done"
+                    echo(f"skipped  {job.job_id}: dependency {blocking} is not done")
+                    waiting.remove(job)
+            if not running:
+                continue
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                job_id = running.pop(future)
+                status = future.result()
+                outcome.states[job_id] = status["state"]
+                echo(f"{status['state']:8s} {job_id}" + (f": {status.get('error')}" if status["state"] != DONE else ""))
+    return outcome
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (the largest array has MaxArraySize tasks, indices 0..MaxArraySize-1)."""
+    if shutil.which("scontrol") is None:
+        return DEFAULT_MAX_ARRAY_SIZE
+    try:
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60,
+                                check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.MULTILINE)
+    return max(1, int(match.group(1)) - 1) if match else DEFAULT_MAX_ARRAY_SIZE
+
+
+def slurm_executor(results: Path, settings: SlurmSettings) -> submitit.AutoExecutor:
+    """An AutoExecutor on SLURM with every parameter set explicitly (none left to submitit's defaults)."""
+    if shutil.which("sbatch") is None:
+        raise BenchError("--executor slurm needs SLURM's sbatch on PATH; accepted here: --executor inline or local "
+                         "(tests/slurm/start-cluster.sh starts a one-node cluster)")
+    folder = Path(results).resolve() / "submitit" / "%j"
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=settings.max_num_timeout)
+    setup = [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {REPO_ROOT}", *settings.setup]
+    parameters: dict[str, Any] = {
+        "name": settings.job_name,
+        "timeout_min": settings.time_min,
+        "cpus_per_task": settings.cpus_per_job,
+        "mem_gb": settings.mem_gb,
+        "tasks_per_node": 1,
+        "nodes": 1,
+        "stderr_to_stdout": True,
+        "slurm_array_parallelism": settings.array_parallelism,
+        "slurm_setup": setup,
+    }
+    if settings.gpus_per_job:
+        parameters["gpus_per_node"] = settings.gpus_per_job
+    if settings.partition:
+        parameters["slurm_partition"] = settings.partition
+    if settings.constraint:
+        parameters["slurm_constraint"] = settings.constraint
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, settings: SlurmSettings,
+                 retry_failed: bool = False, echo: Printer = print) -> Outcome:
+    """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting."""
+    results = Path(results).resolve()
+    run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
+    states = job_states(results, [job.job_id for job in planned])
+    outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
+    to_submit = [job for job in planned if states[job.job_id].needs_submission
+                 or (retry_failed and states[job.job_id].state == FAILED)]
+    to_submit.sort(key=lambda job: bool(job.after))  # every independent job in the first arrays
+    if not to_submit:
+        echo("nothing to submit: every job is done, queued or failed (rerun failed ones with --retry-failed)")
+        return outcome
+    executor = slurm_executor(results, settings)
+    chunk = settings.max_array_size or max_array_size()
+    slurm_ids = {job_id: state.slurm_id for job_id, state in states.items() if state.state in (PENDING, RUNNING)}
+    submitting = {job.job_id for job in to_submit}
+    groups: dict[tuple[str, ...], list[PlannedJob]] = {}
+    for job in to_submit:  # the plan lists dependencies first, so their ids are known when needed
+        key = _dependency_key(job, states, slurm_ids, submitting, outcome)
+        if key is None:
+            continue
+        if any(slurm_ids.get(dep) is None and dep in submitting for dep in job.after):
+            # a dependency submitted in this call: flush the groups so far to learn its SLURM id
+            _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo)
+            groups = {}
+            key = _dependency_key(job, states, slurm_ids, submitting, outcome)
+            if key is None:
+                continue
+        groups.setdefault(key, []).append(job)
+    _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo)
+    return outcome
+
+
+def _dependency_key(job: PlannedJob, states: dict[str, JobState], slurm_ids: dict[str, str | None],
+                    submitting: set[str], outcome: Outcome) -> tuple[str, ...] | None:
+    """The SLURM ids this job must wait for (afterok), or None (recorded as blocked) if one failed."""
+    key = []
+    for dep in job.after:
+        dep_state = states[dep].state if dep in states else None
+        if dep_state == DONE:
+            continue
+        if dep in submitting or dep_state in (PENDING, RUNNING):
+            key.append(slurm_ids.get(dep) or f"?{dep}")
+            continue
+        outcome.blocked[job.job_id] = f"dependency {dep} is {dep_state or 'not in this plan'}"
+        return None
+    return tuple(key)
+
+
+def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...], list[PlannedJob]],
+                   results: Path, run: RunSettings, retry_failed: bool, chunk: int,
+                   slurm_ids: dict[str, str | None], outcome: Outcome, echo: Printer) -> None:
+    for dependency, jobs in groups.items():
+        additional = {"dependency": "afterok:" + ":".join(dependency)} if dependency else {}
+        # append: a requeued job keeps the log of its earlier attempts (the signal, the traceback)
+        executor.update_parameters(slurm_additional_parameters={"open-mode": "append", **additional})
+        for start in range(0, len(jobs), chunk):
+            part = jobs[start:start + chunk]
+            paths = [write_spec(results, job.spec, run) for job in part]
+            with executor.batch():
+                submitted = [executor.submit(SpecJob(retry_failed), str(path)) for path in paths]
+            entries = []
+            for job, slurm_job, path in zip(part, submitted, paths, strict=True):
+                slurm_ids[job.job_id] = slurm_job.job_id
+                outcome.states[job.job_id] = PENDING
+                entries.append({"job_id": job.job_id, "slurm_id": slurm_job.job_id, "folder": str(path.parent),
+                                "log": str(slurm_job.paths.stdout), "submitit_folder": str(slurm_job.paths.folder),
+                                "after": list(job.after), "dependency": additional.get("dependency", ""),
+                                "submitted": time.time()})
+            append_jobs_log(results, entries)
+            outcome.submitted.extend(entries)
+            array_id = submitted[0].job_id.split("_")[0]
+            echo(f"submitted {len(part)} job(s) as array {array_id}"
+                 + (f" after {additional['dependency']}" if additional else ""))
+
+
+def _absolute(data: DataSettings) -> DataSettings:
+    """Data paths made absolute: the job runs in the checkout's root, not the submitter's folder."""
+    from dataclasses import replace
+
+    changes = {name: str(Path(value).expanduser().resolve()) for name in ("data_root", "cache_dir")
+               if (value := getattr(data, name)) is not None}
+    return replace(data, **changes)
+

@@ -1,0 +1,155 @@
+"""Where each job of a results folder stands, read from disk and the SLURM queue, never from sacct.
+
+`<results>/jobs.jsonl` maps a job id to its SLURM id, its job folder and its log (one line per
+submission, the last one counts); `status.json` in the job folder says done / failed / running as the
+job itself wrote it; `squeue` (when present) says whether a SLURM id is still queued or running. A job
+that left the queue without writing `done` or `failed` was cancelled, killed (memory, node failure) or
+timed out without a requeue: it is reported as `cancelled` or `lost` with its log, and a rerun submits
+it again. This follows the submitit notes of `shared/specs/harness-anchors.md` (d): `job.state` calls
+sacct, which many clusters lack (submitit #1720), and Hydra's launcher reports failed jobs as
+COMPLETED (hydra #1928), so the job folders are the source of truth.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import read_json
+from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
+
+JOBS_LOG = "jobs.jsonl"
+QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"
+ACTIVE_QUEUE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
+WAITING_QUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+LOG_TAIL_LINES = 12
+
+
+@dataclass
+class JobState:
+    """What `bench.status` shows for one job."""
+
+    job_id: str
+    state: str  # done | failed | running | pending (queued) | cancelled | lost | interrupted | not submitted
+    slurm_id: str | None = None
+    reason: str = ""  # the queue's reason for a pending job, or the error of a failed one
+    log: str | None = None
+    traceback: str = ""
+
+    @property
+    def needs_submission(self) -> bool:
+        """True for a job that is neither finished, failed, nor in the queue."""
+        return self.state in (NEW, CANCELLED, LOST, INTERRUPTED)
+
+
+def jobs_log_path(results: Path) -> Path:
+    return Path(results) / JOBS_LOG
+
+
+def append_jobs_log(results: Path, entries: Iterable[dict[str, Any]]) -> None:
+    """Append submission records to `jobs.jsonl` (one JSON object a line, flushed)."""
+    path = jobs_log_path(results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        for entry in entries:
+            handle.write(json.dumps(entry, sort_keys=True) + "\n")
+        handle.flush()
+
+
+def read_jobs_log(results: Path) -> dict[str, dict[str, Any]]:
+    """The last submission record of each job id."""
+    path = jobs_log_path(results)
+    latest: dict[str, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                latest[entry["job_id"]] = entry
+    return latest
+
+
+def squeue_states() -> dict[str, tuple[str, str]] | None:
+    """SLURM id ("123" or "123_4") -> (state, reason) of this user's jobs; None without squeue.
+
+    `-t all` also lists jobs that ended within the controller's MinJobAge (e.g. CANCELLED), which
+    names the reason a job left the queue; older ones are simply absent.
+    """
+    if shutil.which("squeue") is None:
+        return None
+    try:
+        output = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
+                                capture_output=True, text=True, timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    states = {}
+    for line in output.splitlines():
+        slurm_id, state, reason = (line.split("|") + ["", ""])[:3]
+        states[slurm_id.strip()] = (state.strip(), reason.strip())
+    return states
+
+
+def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+
+
+def job_states(results: Path, job_ids: Iterable[str] | None = None,
+               queue: dict[str, tuple[str, str]] | None = None) -> dict[str, JobState]:
+    """The state of each job id (default: every job folder and every submitted job of `results`)."""
+    results = Path(results)
+    submitted = read_jobs_log(results)
+    if job_ids is None:
+        folders = results / JOBS_FOLDER
+        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.exists() else set()
+        job_ids = sorted(on_disk | set(submitted))
+    if queue is None and submitted:
+        queue = squeue_states()
+    return {job_id: _state(results, job_id, submitted.get(job_id), queue) for job_id in job_ids}
+
+
+def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
+           queue: dict[str, tuple[str, str]] | None) -> JobState:
+    status = read_status(results / JOBS_FOLDER / job_id)
+    slurm_id = entry.get("slurm_id") if entry else None
+    log = entry.get("log") if entry else None
+    state = JobState(job_id, status["state"], slurm_id, log=log)
+    if status["state"] == DONE:
+        return state
+    queued = queue.get(slurm_id) if (queue is not None and slurm_id) else None
+    if queued is not None and queued[0] in ACTIVE_QUEUE_STATES | WAITING_QUEUE_STATES:
+        state.state = RUNNING if queued[0] in ACTIVE_QUEUE_STATES else PENDING
+        state.reason = queued[1] if state.state == PENDING else ""
+        return state
+    if status["state"] == FAILED:
+        state.reason = status.get("error", "")
+        state.traceback = status.get("traceback", "") or log_tail(log)
+        return state
+    if entry is None:
+        state.state = INTERRUPTED if status["state"] == RUNNING else NEW
+        return state
+    if queue is None:  # submitted, no squeue here: we cannot tell, so we do not resubmit
+        state.state = status["state"] if status["state"] == RUNNING else QUEUED
+        return state
+    tail = log_tail(log)
+    ended = queued[0] if queued is not None else ""
+    cancelled_in_log = any("CANCELLED AT" in line and "REQUEUE" not in line for line in tail.splitlines())
+    state.state = CANCELLED if "CANCELLED" in ended or cancelled_in_log else LOST
+    state.reason = ("cancelled" if state.state == CANCELLED else
+                    f"left the queue without finishing ({ended or 'killed, out of memory, node failure or timeout'})")
+    state.traceback = tail
+    return state
+
+
+def spec_path_of(results: Path, job_id: str) -> Path:
+    return Path(results) / JOBS_FOLDER / job_id / "spec.json"
+
+
+def stored_spec(results: Path, job_id: str) -> dict[str, Any]:
+    return read_json(spec_path_of(results, job_id))

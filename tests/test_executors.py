@@ -1,0 +1,87 @@
+"""Inline and local executors: dependency order, blocked dependents, reruns that skip finished work,
+failed jobs retried only on request, and `bench.status` on what they leave on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench import found, jobs
+from bench.executors import run_inline, run_local
+from bench.grid import PlannedJob, load_grid, plan_jobs
+from bench.spec import FOUND, JobSpec, RunSettings
+from bench.status import main as status_main
+
+RUN = RunSettings(device="cpu", progress=False)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny in-process jobs run fastest on one thread, above all on a shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny(method: str, sparsity: float | str | None = None, trial: int = 0, **train) -> JobSpec:
+    return JobSpec(method, "digits", "resnet8", trial=trial, sparsity=sparsity, train={"epochs": 1, **train})
+
+
+def status(results: Path, spec: JobSpec) -> dict:
+    return jobs.read_status(jobs.job_dir(results, spec))
+
+
+def test_inline_runs_the_analysis_first_and_blocks_on_its_failure(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    analysis_lr = {0: 0.1, 1: 1e6}  # trial 1's analysis diverges
+    monkeypatch.setattr(found, "analysis_spec", lambda spec: tiny("dense", trial=spec.trial,
+                                                                  lr=analysis_lr[spec.trial]))
+    monkeypatch.setattr(jobs, "resolve_sparsity", lambda spec, method_class, results: (
+        0.4 if spec.sparsity == FOUND else spec.sparsity))
+    plan = plan_jobs([tiny("magnitude", FOUND, trial=0), tiny("magnitude", FOUND, trial=1)])
+    assert [job.spec.method for job in plan] == ["dense", "dense", "magnitude", "magnitude"]
+    outcome = run_inline(plan, tmp_path, RUN, echo=lambda line: None)
+    ok, blocked = plan[2], plan[3]
+    assert outcome.states[plan[0].job_id] == "done" and outcome.states[plan[1].job_id] == "failed"
+    assert outcome.states[ok.job_id] == "done" and blocked.job_id in outcome.blocked
+    assert status(tmp_path, ok.spec)["started"] >= status(tmp_path, plan[0].spec)["finished"]
+    record = json.loads((jobs.job_dir(tmp_path, ok.spec) / "metrics.json").read_text())[0]
+    assert abs(record["achieved_sparsity"] - 0.4) <= 0.005
+    assert status(tmp_path, blocked.spec)["state"] == "pending", "a blocked job is not marked failed"
+
+    again = run_inline(plan, tmp_path, RUN, echo=lambda line: None)
+    assert again.states[plan[1].job_id] == "failed" and status(tmp_path, plan[1].spec)["attempt"] == 1
+    retried = run_inline(plan, tmp_path, RUN, retry_failed=True, echo=lambda line: None)
+    assert status(tmp_path, plan[1].spec)["attempt"] == 2 and blocked.job_id in retried.blocked
+
+
+def test_local_pool_runs_dependencies_first_and_skips_finished_jobs(tmp_path: Path) -> None:
+    first, second = tiny("dense"), tiny("magnitude", 0.5)
+    plan = [PlannedJob(first), PlannedJob(second, after=(first.job_id,)), PlannedJob(tiny("dense", trial=1))]
+    lines: list[str] = []
+    outcome = run_local(plan, tmp_path, RUN, workers=2, echo=lines.append)
+    assert set(outcome.states.values()) == {"done"} and len(outcome.states) == 3, lines
+    assert status(tmp_path, second)["started"] >= status(tmp_path, first)["finished"]
+    assert lines[0].startswith("local pool: 2 worker(s)")
+    stamps = {job.job_id: status(tmp_path, job.spec)["finished"] for job in plan}
+    run_local(plan, tmp_path, RUN, workers=2, echo=lambda line: None)
+    assert stamps == {job.job_id: status(tmp_path, job.spec)["finished"] for job in plan}, "done jobs are skipped"
+
+
+def test_status_reports_done_failed_and_unsubmitted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    grid_path = tmp_path / "g.toml"
+    grid_path.write_text('methods = ["dense"]\ndatasets = ["digits"]\narchs = ["resnet8"]\ntrials = 3\n'
+                         "[train]\nepochs = 1\n")
+    plan = load_grid(str(grid_path)).plan()
+    diverging = PlannedJob(tiny("dense", lr=1e6))
+    run_inline([plan[0], diverging], tmp_path, RUN, echo=lambda line: None)
+    assert status_main(["--results", str(tmp_path), "--grid", str(grid_path)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("3 jobs: 1 done, 2 not submitted"), shown
+    assert status_main(["--results", str(tmp_path)]) == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("2 jobs: 1 done, 1 failed") and "diverged" in shown and "    | " in shown, shown
