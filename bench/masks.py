@@ -44,8 +44,14 @@ def keep_count(total: int, sparsity: float) -> int:
     return int(round((1.0 - sparsity) * total))
 
 
+def _score_dtype(tensors: Mapping[str, torch.Tensor]) -> torch.dtype:
+    """float64 if any tensor is (SynFlow's scores exceed float32's range on ResNet-32), else float32."""
+    return torch.float64 if any(tensor.dtype == torch.float64 for tensor in tensors.values()) else torch.float32
+
+
 def _flat(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([tensor.detach().reshape(-1).float() for tensor in tensors.values()])
+    dtype = _score_dtype(tensors)
+    return torch.cat([tensor.detach().reshape(-1).to(dtype) for tensor in tensors.values()])
 
 
 def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Masks:
@@ -85,13 +91,18 @@ def global_mask(scores: Scores, sparsity: float, current: Masks | None = None) -
 
 def layerwise_mask(scores: Scores, densities: Mapping[str, float], current: Masks | None = None) -> Masks:
     """Keep the highest scores inside each layer, round(density * size) of them per layer."""
+    counts = {name: int(round(densities[name] * layer_scores.numel())) for name, layer_scores in scores.items()}
+    return layerwise_count_mask(scores, counts, current)
+
+
+def layerwise_count_mask(scores: Scores, counts: Mapping[str, int], current: Masks | None = None) -> Masks:
+    """Keep exactly `counts[name]` of the highest scores inside each layer (stable on ties)."""
     like = _like_weights(scores, current)
     masks = {}
     for name, layer_scores in scores.items():
-        flat = layer_scores.detach().reshape(-1).float()
+        flat = layer_scores.detach().reshape(-1).to(_score_dtype(scores))
         allowed = current[name].reshape(-1) if current is not None else None
-        count = int(round(densities[name] * flat.numel()))
-        masks[name] = _keep_top(flat, count, allowed).reshape(layer_scores.shape).to(like[name].dtype)
+        masks[name] = _keep_top(flat, counts[name], allowed).reshape(layer_scores.shape).to(like[name].dtype)
     return masks
 
 

@@ -1,0 +1,88 @@
+"""`sanity-check`: random tickets with "smart ratio" layer-wise keep ratios (Su et al., NeurIPS 2020,
+"Sanity-checking pruning methods: random tickets can win the jackpot").
+
+Follows JingtongSu/sanity-checking-pruning (`pruner/SmartRatio.py SmartRatio`, `--smart_ratio 1`): the
+prunable layers l = 1..L in module order (first conv, block convs, each 1x1 shortcut after its block's
+second conv, classifier last) get raw ratios r_l = (L-l+1)^2 + (L-l+1) (the ResNet rule); the
+classifier keeps a fixed `classifier_keep_ratio` (0.3); conv layers keep p_l = c * r_l with c chosen so
+that the total matches the requested density, and any p_l >= 1 is set to 1 with its overflow carried
+to the following layers. Each layer keeps its count of weights at uniformly random positions, drawn
+from the trial's seed. No data is used.
+
+Deviations: per-layer counts are int(p_l * N_l) as in the official code, and the few weights that
+truncation loses are handed out by largest remainder so that the total is *exactly* the requested
+count; the official net is 2x wide (32-64-128), ours is prunebench's 16-32-64 ResNet. Note that the
+classifier's fixed 0.3 prunes it harder than the network at low sparsities (their rule, kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from baselines._scoring import PruneAtInit
+from bench.errors import BenchError
+from bench.masks import Masks, keep_count, layerwise_count_mask, prunable_parameters
+from methods.base import JobContext
+from methods.registry import register
+
+
+@dataclass(frozen=True)
+class SanityCheckSettings:
+    classifier_keep_ratio: float = field(
+        default=0.3, metadata={"help": "fixed keep ratio of the Linear classifier (official linear_keep_ratio)"})
+
+
+def smart_ratio_counts(sizes: dict[str, int], classifier: str, sparsity: float, classifier_keep_ratio: float
+                       ) -> dict[str, int]:
+    """Weights kept per layer (module order, `classifier` excluded from the ratio rule); sums exactly."""
+    target = keep_count(sum(sizes.values()), sparsity)
+    convs = [name for name in sizes if name != classifier]
+    classifier_kept = int(classifier_keep_ratio * sizes[classifier])
+    layer_count = len(sizes)
+    raw = {name: (layer_count - index) ** 2 + (layer_count - index) for index, name in enumerate(convs)}
+    conv_target = target - classifier_kept
+    if not 0 <= conv_target <= sum(sizes[name] for name in convs):
+        raise BenchError(f"sparsity {sparsity} cannot be met with the classifier kept at {classifier_keep_ratio}; "
+                         f"accepted: sparsities whose kept count fits the conv layers")
+    scale = conv_target / sum(int(sizes[name] * raw[name]) for name in convs)
+    ratios = {name: scale * raw[name] for name in convs}
+    carry = 0.0
+    for name in convs:  # the official overflow walk: fill later layers up to 1
+        if ratios[name] >= 1.0:
+            carry += (ratios[name] - 1.0) * sizes[name]
+            ratios[name] = 1.0
+        elif carry > 0:
+            filled = min(1.0, ratios[name] + carry / sizes[name])
+            carry -= (filled - ratios[name]) * sizes[name]
+            ratios[name] = filled
+    counts = {name: int(ratios[name] * sizes[name]) for name in convs}
+    largest_remainder_first = sorted(convs, key=lambda name: counts[name] - ratios[name] * sizes[name])
+    for name in largest_remainder_first[: conv_target - sum(counts.values())]:
+        counts[name] += 1
+    return {**counts, classifier: classifier_kept}
+
+
+def classifier_name(model: nn.Module) -> str:
+    """The prunable Linear layer that comes last (the classifier)."""
+    linears = [name for name, weight in prunable_parameters(model).items() if weight.dim() == 2]
+    if not linears:
+        raise BenchError("sanity-check needs a Linear classifier; accepted: models ending in nn.Linear")
+    return linears[-1]
+
+
+@register("sanity-check")
+class SanityCheck(PruneAtInit):
+    Settings = SanityCheckSettings
+
+    def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
+        weights = prunable_parameters(model)
+        counts = smart_ratio_counts({name: weight.numel() for name, weight in weights.items()},
+                                    classifier_name(model), context.sparsity, self.settings.classifier_keep_ratio)
+        generator = torch.Generator().manual_seed(context.seed("sanity-check"))
+        random_scores = {name: torch.rand(weight.shape, generator=generator).to(weight.device)
+                         for name, weight in weights.items()}
+        return layerwise_count_mask(random_scores, counts)
+
