@@ -47,7 +47,8 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
     dense = group[group.method == "dense"].accuracy * 100
     columns = min(4, len(methods))
     rows = math.ceil(len(methods) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.6 * rows), squeeze=False, sharey=True)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True,
+                                layout="constrained")
     for axis, method in zip(axes.flat, methods, strict=False):
         points = _points(group[group.method == method])
         axis.plot(points.sparsity, points["mean"], "o-", color="C0", label=PAPER_NAMES.get(method, method))
@@ -152,6 +153,7 @@ def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
 
 def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
     """K against Delta, one line per p (tables 14-15); `estimates` has dataset, p, delta, K."""
+    estimates = estimates[estimates.K > 0]  # a log axis; K = 0 would mean F is linear there
     if estimates.empty:
         return []
     figure, axis = plt.subplots(figsize=(5, 3.4))

@@ -5,7 +5,7 @@ exists (method `imc-analysis`, registered in `methods/imc.py`: pretraining, spec
 no retraining; a SLURM `afterok` dependency, or an earlier phase locally); `found_sparsity(spec,
 results)` reads s* from that job's record. The analysis runs with the IMC settings of `spec` when
 `spec` is an IMC job (its variants wait for the very analysis they reuse), with `hparams` when given,
-and otherwise with IMC's defaults (the paper's settings).
+and otherwise with the job's `analysis` settings (empty: IMC's defaults, the paper's settings).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ ANALYSIS_METHOD = "imc-analysis"
 def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSpec:
     """The IMC analysis job that a 'found' job of the same dataset, arch and trial depends on."""
     if hparams is None:
-        hparams = analysis_hparams(spec.hparams) if spec.method.startswith("imc-") else {}
+        hparams = analysis_hparams(spec.hparams) if spec.method.startswith("imc-") else spec.analysis
     return JobSpec(method=ANALYSIS_METHOD, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
                    train=dict(spec.train), hparams=dict(hparams))
 

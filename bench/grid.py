@@ -44,6 +44,7 @@ PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "m
              "quick", "train", "hparams", "vary", "name"}
 FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
 FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity")
+IMC_VARIANTS = ("imc-reinit", "imc-rewind", "imc-finetune")
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,22 @@ class GridPart:
                     quick = dict(method_class.quick_hparams) if self.quick else {}
                     hparams = quick | dict(self.hparams.get(method, {})) | varied["hparams"]
                     for sparsity in self.method_sparsities(method, method_class):
+                        analysis = self.found_analysis(varied) if sparsity == FOUND and \
+                            not method.startswith("imc-") else {}
                         specs.append(normalized(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
-                                                        sparsity=sparsity, train=train, hparams=hparams)))
+                                                        sparsity=sparsity, train=train, hparams=hparams,
+                                                        analysis=analysis)))
         return specs
+
+    def found_analysis(self, varied: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """IMC settings of the analysis whose s* this part's "found" jobs take: those of its IMC variants
+        (the first `imc-*` retraining method of the part, else `imc-analysis` itself), so that the
+        found-sparsity table compares every method at the s* its IMC rows report."""
+        from methods.imc import analysis_hparams
+
+        source = next((name for name in self.method_list() if name in IMC_VARIANTS), "imc-analysis")
+        quick = dict(_method_class(source).quick_hparams) if self.quick else {}
+        return analysis_hparams(quick | dict(self.hparams.get(source, {})) | varied["hparams"])
 
     def method_sparsities(self, method: str, method_class: type) -> list[float | str | None]:
         mode = self.modes.get(method) or getattr(method_class, "grid_sparsity", None) or (
@@ -169,7 +183,13 @@ def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     settings = build_settings(method_class.Settings, spec.hparams, f"method {spec.method}")
     defaults = method_class.Settings()
     hparams = {key: value for key, value in spec.hparams.items() if getattr(settings, key) != getattr(defaults, key)}
-    return replace(spec, train=train, hparams=hparams)
+    analysis = spec.analysis
+    if analysis:
+        analysis_class = _method_class("imc-analysis", f"job {spec.job_id} takes its sparsity from")
+        analysis_settings = build_settings(analysis_class.Settings, analysis, "the found-sparsity analysis")
+        analysis = {key: value for key, value in analysis.items()
+                    if getattr(analysis_settings, key) != getattr(analysis_class.Settings(), key)}
+    return replace(spec, train=train, hparams=hparams, analysis=analysis)
 
 
 @dataclass(frozen=True)

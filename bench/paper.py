@@ -16,6 +16,8 @@ METHOD_ORDER = (
     "dense", "flow-prune", "snip", "synflow", "lth-reinit", "lth-rewind", "lth-finetune", "grasp",
     "sanity-check", "continuous-sparsification", "imc-reinit", "imc-rewind", "imc-finetune",
 )
+ANALYSIS_ONLY = ("imc-analysis", "imc-lipschitz")
+"""Jobs that analyse without retraining (IMC's shared analysis, the K sweep): no row in the tables."""
 PAPER_NAMES = dict(zip(METHOD_ORDER, (
     "Baseline", "Flow&Prune", "SNIP", "SynFlow", "LTH+Reinitialization", "LTH+Rewinding", "LTH+FineTuning",
     "GraSP", "sanity-check", "Continuous Sparsification", "IMC-Reinitialization", "IMC-Rewinding",

@@ -85,8 +85,11 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
+        estimates = lipschitz_estimates(records)
+        if not estimates.empty:
+            sections.append(lipschitz_tables(estimates, out / "tables", formats))
         for path in figures.spectrum(records, out / "figures") + figures.sensitivity(records, out / "figures") \
-                + figures.lipschitz(lipschitz_estimates(records), out / "figures"):
+                + figures.lipschitz(estimates, out / "figures"):
             if path.suffix == ".png":
                 sections.append(f"![{path.stem}](figures/{path.name})\n")
     done = int((jobs.state == "done").sum())
@@ -129,8 +132,26 @@ def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
     for _, record in records.iterrows():
         extra = record.extra if isinstance(record.extra, dict) else {}
         for estimate in extra.get("lipschitz_sweep", []):
-            rows.append({"dataset": record.dataset, "arch": record.arch, "trial": record.trial, **estimate})
+            rows.append({"dataset": record.dataset, "arch": record.arch, "trial": record.trial,
+                         "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"]})
     return pd.DataFrame(rows, columns=["dataset", "arch", "trial", "p", "delta", "K"]).drop_duplicates()
+
+
+def lipschitz_tables(estimates: pd.DataFrame, folder: Path, formats: tuple[str, ...]) -> str:
+    """Tables 14-15: mean K over trials by (p, Delta), one row per dataset and arch; returns Markdown."""
+    table = estimates.pivot_table(index=["dataset", "arch"], columns=["p", "delta"], values="K", aggfunc="mean")
+    table.columns = [f"p={p:g}, Δ={delta:g}" for p, delta in table.columns]
+    shown = table.map(lambda value: f"{value:.3g}").reset_index()
+    markdown = tabulate(shown, headers="keys", tablefmt="github", showindex=False)
+    if "md" in formats:
+        write_text(folder / "lipschitz.md", markdown + "\n")
+    if "tex" in formats:
+        write_text(folder / "lipschitz.tex", tabulate(shown, headers="keys", tablefmt="latex_booktabs",
+                                                      showindex=False) + "\n")
+    if "csv" in formats:
+        write_text(folder / "lipschitz.csv", estimates.to_csv(index=False))
+    return ("### Lipschitz constant K of F(U) (paper tables 14-15: e.g. 6.17e-12 for CIFAR-10 at p=2, "
+            f"Δ=0.01)\n\n{markdown}\n")
 
 
 @guarded

@@ -34,6 +34,10 @@ class JobSpec:
     sparsity: float | str | None = None  # None: the method takes no sparsity (dense, found by itself)
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's Settings overrides
+    analysis: dict[str, Any] = field(default_factory=dict)
+    """For a job at sparsity "found": the IMC settings of the analysis whose s* it takes (empty: IMC's
+    defaults). A grid sets it to its IMC variants' analysis settings, so every method of a trial is
+    compared at the s* the IMC rows report."""
 
     def __post_init__(self) -> None:
         if self.sparsity is not None and self.sparsity != FOUND:
@@ -49,6 +53,8 @@ class JobSpec:
         value = asdict(self)
         value["train"] = _without_defaults(self.train, TrainSettings)
         value["hparams"] = _without_defaults(self.hparams, get_method(self.method).Settings)
+        if self.analysis:
+            value["analysis"] = _without_defaults(self.analysis, get_method("imc-analysis").Settings)
         defaults = {item.name: (item.default_factory() if callable(item.default_factory) else item.default)
                     for item in fields(self)}
         return {key: item for key, item in value.items()

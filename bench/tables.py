@@ -16,7 +16,7 @@ import math
 
 import pandas as pd
 
-from bench.paper import METHOD_ORDER, PAPER_NAMES, paper_row
+from bench.paper import ANALYSIS_ONLY, METHOD_ORDER, PAPER_NAMES, paper_row
 from bench.spec import FOUND
 
 IMC_METHODS = ("imc-reinit", "imc-rewind", "imc-finetune")
@@ -30,7 +30,8 @@ PAPER_FIELDS = {"Sparsity": "sparsity", "Accuracy": "accuracy", "Epoch": "epochs
 
 
 def method_order(methods) -> list[str]:
-    present = list(dict.fromkeys(methods))
+    """The paper's row order, then other methods by name; analysis-only jobs have no row."""
+    present = [name for name in dict.fromkeys(methods) if name not in ANALYSIS_ONLY]
     return [name for name in METHOD_ORDER if name in present] + sorted(set(present) - set(METHOD_ORDER))
 
 
@@ -102,12 +103,18 @@ def with_paper(summary: pd.DataFrame, kind: str, dataset: str, arch: str) -> pd.
     return summary
 
 
+def _number(value: float, decimals: int) -> str:
+    if 0 < abs(value) < 0.5 * 10**-decimals:  # e.g. IMC's s* of 2e-5 is not "0.00"
+        return f"{value:.1e}"
+    return f"{value:,.{decimals}f}"
+
+
 def _cell(mean: float, std: float, paper: float, decimals: int) -> str:
     if math.isnan(mean):
         return "—"
-    text = f"{mean:,.{decimals}f}"
+    text = _number(mean, decimals)
     if not math.isnan(std):
-        text += f" ± {std:,.{decimals}f}"
+        text += f" ± {_number(std, decimals)}"
     if not math.isnan(paper):
         text += f" (paper {paper:,.{decimals}f})"
     return text
@@ -132,6 +139,7 @@ def formatted(summary: pd.DataFrame) -> pd.DataFrame:
 def build_tables(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
     """{(dataset, arch, kind): numeric summary with paper columns} for every (dataset, arch) present."""
     tables = {}
+    records = records[~records.method.isin(ANALYSIS_ONLY)]
     for (dataset, arch), group in records.groupby(["dataset", "arch"], sort=True):
         for kind, select in (("found", found_rows), ("best", best_rows)):
             chosen = select(group)
