@@ -141,3 +141,18 @@ def test_paper_transcription_matches_the_supplement(kind, dataset, arch, method,
 def test_spec_json_fixture_round_trips():
     job = spec("snip", 1, "found")
     assert JobSpec.from_dict(json.loads(json.dumps(job.__dict__))) == job
+
+
+def test_sensitivity_figure_from_imc_jobs_that_vary_a_setting(tmp_path):
+    results = tmp_path / "results"
+    specs = []
+    for rewind_epoch, accuracy in ((2, 0.70), (5, 0.72), (10, 0.71)):
+        job = JobSpec(method="imc-rewind", dataset=DATASET, arch=ARCH, hparams={"rewind_epoch": rewind_epoch})
+        specs.append(job)
+        write_job(results, job, [record(job, accuracy, 0.4)])
+    out = tmp_path / "report"
+    write_report(collect(results, specs), out, "sensitivity", "fixture", ("md",))
+    figure = out / "figures" / "sensitivity-rewind_epoch.png"
+    assert figure.stat().st_size > 1000
+    assert "sensitivity-rewind_epoch.png" in (out / "README.md").read_text()
+    assert not (out / "figures" / "sensitivity-lr.png").exists()  # lr did not vary
