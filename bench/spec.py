@@ -102,10 +102,12 @@ class RunSettings:
     device: str = "cpu"
     data: DataSettings = field(default_factory=DataSettings)
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    checkpoint_interval_s: float = 300.0  # wall seconds between epoch checkpoints (and at phase end, on requeue)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> RunSettings:
-        return cls(device=value["device"], data=DataSettings(**value["data"]), progress=value.get("progress"))
+        return cls(device=value["device"], data=DataSettings(**value["data"]), progress=value.get("progress"),
+                   checkpoint_interval_s=value.get("checkpoint_interval_s", cls.checkpoint_interval_s))
