@@ -17,28 +17,38 @@ s <- min(s, s0)); every prunable weight is masked (the official code leaves the 
 classifier dense); the ticket mask is binary 1[s > 0] without the official 1/sigmoid(s0) scale (2 for
 s0 = 0; prunebench's masks are 0/1). Given a requested sparsity p, the ticket keeps the global top
 (1 - p) of s instead ("forced"); both the sparsity the search reached by itself (`found_sparsity`) and
-the one trained (`achieved_sparsity`) are recorded. The search checkpoints after every epoch. A
-`rewind_epoch` past the first round (short smoke runs) is capped at the round's length
-(`rewind_epoch_used` in the record).
+the one trained (`achieved_sparsity`) are recorded. A `rewind_epoch` past the first round (short smoke
+runs) is capped at the round's length (`rewind_epoch_used` in the record).
+
+The search does not depend on the requested sparsity: it is one shared stage (`bench.stages`) per
+(dataset, arch, trial, recipe, CS settings), computed by the first job that needs it and read by
+every level; it checkpoints after every epoch in its stage folder and keeps the rewind state there.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from bench.atomic import torch_save
 from bench.masks import Masks, global_mask, prunable_parameters
+from bench.spec import JobSpec
+from bench.stages import StageNeed, StageSpec, recipe_key
+from bench.train import TrainSettings
 from methods.base import JobContext, Method
 from methods.registry import register
 
-SEARCH_SNAPSHOT = "search"
-REWIND_SNAPSHOT = "rewind_state"
+SEARCH_STAGE = "cs-search"
+SEARCH_VERSION = 1
+"""Bump when the search's computation changes (old search folders are then not reused)."""
+SEARCH_CHECKPOINT = "search.pt"
+REWIND_STATE = "rewind_state.pt"
 
 
 @dataclass(frozen=True)
@@ -55,7 +65,7 @@ class ContinuousSparsificationSettings:
 
 @dataclass
 class SearchState:
-    """The search between epochs: where it is, the net, the scores and both optimizers."""
+    """The search between epochs: where it is, the net, the scores and both optimizers (stored as a dict)."""
 
     round: int
     epoch: int
@@ -89,25 +99,33 @@ class ContinuousSparsification(Method):
     Settings = ContinuousSparsificationSettings
     finds_sparsity = True
 
+    def search_stage(self, spec: JobSpec, recipe: TrainSettings) -> StageSpec:
+        return StageSpec(SEARCH_STAGE, recipe_key(spec, recipe) | {"settings": asdict(self.settings)}, SEARCH_VERSION)
+
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        return [StageNeed(self.search_stage(spec, recipe))]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
         round_epochs = settings.round_epochs or max(1, context.train_settings.epochs // 2)
         rewind_epoch = min(settings.rewind_epoch, round_epochs)
-        model = context.new_model()
-        scores = self.search(context, model, round_epochs, rewind_epoch)
+        search = context.use_stage(self.search_stage(context.spec, context.train_settings),
+                                   lambda folder: self.search(context, folder, round_epochs, rewind_epoch)).value
+        scores = {name: score.to(context.device) for name, score in search["scores"].items()}
         masks = ticket_masks(scores, context.sparsity)
         ticket = context.new_model()
         if rewind_epoch > 0:
-            ticket.load_state_dict(context.load_snapshot(REWIND_SNAPSHOT))
+            ticket.load_state_dict(search["rewind_state"])
         result = context.train(ticket, "ticket", masks=masks)
         return [context.record(ticket, result.masks, result.evaluation, settings.rounds * round_epochs + result.epochs,
                                found_sparsity=found_sparsity(scores), forced=context.sparsity is not None,
                                rewind_epoch_used=rewind_epoch)]
 
-    def search(self, context: JobContext, model: nn.Module, round_epochs: int, rewind_epoch: int
-               ) -> dict[str, torch.Tensor]:
-        """The search rounds (resumable after every epoch); returns the final mask scores."""
+    def search(self, context: JobContext, folder: Path, round_epochs: int, rewind_epoch: int) -> dict[str, Any]:
+        """The search rounds from theta_0 (resumable after every epoch, in the stage's `folder`): the final
+        mask scores, the state after `rewind_epoch` epochs and the search's seconds."""
         settings = self.settings
+        model = context.new_model()
         weights = prunable_parameters(model)
         scores = {name: torch.full_like(weight, settings.mask_initial_value, requires_grad=True)
                   for name, weight in weights.items()}
@@ -116,7 +134,9 @@ class ContinuousSparsification(Method):
         weight_optimizer = torch.optim.SGD(model.parameters(), weight_decay=recipe.weight_decay, **sgd)
         score_optimizer = torch.optim.SGD(list(scores.values()), weight_decay=0.0, **sgd)
         schedule = context.schedule(epochs=round_epochs, lr_drops=settings.round_lr_drops)
-        state: SearchState | None = context.load_snapshot(SEARCH_SNAPSHOT)
+        checkpoint, rewind_path = folder / SEARCH_CHECKPOINT, folder / REWIND_STATE
+        state = SearchState(**torch.load(checkpoint, map_location=context.device, weights_only=True)) \
+            if checkpoint.exists() else None
         first_round, first_epoch, seconds = 0, 0, 0.0
         if state is not None:
             model.load_state_dict(state.model)
@@ -152,11 +172,12 @@ class ContinuousSparsification(Method):
                         for score in scores.values():
                             score.mul_(settings.final_temperature).clamp_(max=settings.mask_initial_value)
                 if round_index == 0 and epoch + 1 == rewind_epoch:
-                    context.save_snapshot(REWIND_SNAPSHOT, model.state_dict())
+                    torch_save(rewind_path, model.state_dict())
                 seconds += time.perf_counter() - started
                 next_round, next_epoch = (round_index + 1, 0) if last_epoch else (round_index, epoch + 1)
-                context.save_snapshot(SEARCH_SNAPSHOT, SearchState(
+                torch_save(checkpoint, vars(SearchState(
                     next_round, next_epoch, model.state_dict(), {name: score.detach() for name, score in scores.items()},
-                    weight_optimizer.state_dict(), score_optimizer.state_dict(), seconds))
-        context.train_seconds += seconds
-        return {name: score.detach() for name, score in scores.items()}
+                    weight_optimizer.state_dict(), score_optimizer.state_dict(), seconds)))
+        return {"scores": {name: score.detach().cpu() for name, score in scores.items()},
+                "rewind_state": torch.load(rewind_path, map_location="cpu", weights_only=True) if rewind_epoch else None,
+                "epochs": settings.rounds * round_epochs, "seconds": seconds}

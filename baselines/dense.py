@@ -1,10 +1,15 @@
 """`dense`: the unpruned network trained with the recipe, the paper's "Baseline" row and the control
-on every curve."""
+on every curve. Its run is the trial's shared dense trajectory (`bench.trajectory`), which magnitude
+and the LTH variants read too."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bench.spec import JobSpec
+from bench.stages import StageNeed
+from bench.train import TrainSettings
+from bench.trajectory import trajectory_need
 from methods.base import JobContext, Method
 from methods.registry import register
 
@@ -13,7 +18,11 @@ from methods.registry import register
 class Dense(Method):
     takes_sparsity = False
 
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        return [trajectory_need(spec, recipe)]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
+        trajectory = context.dense_trajectory()
         model = context.new_model()
-        result = context.train(model, "train")
-        return [context.record(model, None, result.evaluation, result.epochs, requested_sparsity=0.0)]
+        model.load_state_dict(trajectory.final_state)
+        return [context.record(model, None, trajectory.evaluation, trajectory.epochs, requested_sparsity=0.0)]

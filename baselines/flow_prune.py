@@ -115,8 +115,7 @@ class FlowPrune(Method):
         result = context.train(model, "train", on_epoch_end=prune_after_epoch)
         # the loop timed the scoring as part of its epochs; count it as scoring time instead
         total_scoring = sum(scoring_seconds.values())
-        context.train_seconds -= total_scoring
-        context.scoring_seconds += total_scoring
+        context.count_as_scoring(total_scoring)
         return [context.record(model, result.masks, result.evaluation, result.epochs, rounds_used=rounds,
                                measure=settings.measure, round_scoring_s=total_scoring / rounds)]
 

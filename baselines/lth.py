@@ -19,6 +19,9 @@ become before that training (`surviving_weights`):
 - `lth-finetune`: the trained weights of the previous round, trained on for `finetune_epochs` at a
   constant lr 0.001 (Eric-mingjie/rethinking-network-pruning `cifar_finetune.py`).
 
+Round 0 is the trial's shared dense trajectory (`bench.trajectory`: trained once for `dense`,
+`magnitude` and the three variants), and lth-rewind's rewind point is that run's snapshot after
+`rewind_epoch` epochs, declared up front (`stage_needs`) so the run keeps it as it passes it.
 One job runs every round up to its requested sparsity (or `rounds`) and returns one record per round
 r >= 1 with the round's sparsity, accuracy, cumulative epochs (dense run included) and cumulative
 runtime; every round is a resumable training phase, so an interrupted job resumes mid-round.
@@ -37,11 +40,13 @@ from torch import nn
 
 from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores
-from bench.train import EpochHook, TrainSettings
+from bench.spec import JobSpec
+from bench.stages import StageNeed
+from bench.train import TrainSettings
+from bench.trajectory import trajectory_need
 from methods.base import JobContext, Method
 from methods.registry import register
 
-REWIND_SNAPSHOT = "rewind_state"
 REWIND_SCHEDULES = ("restart", "resume")
 
 
@@ -111,8 +116,9 @@ class IterativeMagnitudePruning(Method):
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
         rounds = settings.rounds or rounds_for(context.sparsity, settings.pruning_fraction)
+        dense = context.dense_trajectory(self.snapshot_epochs(context.train_settings))
         model = context.new_model()
-        dense = context.train(model, "round0", on_epoch_end=self.dense_epoch_hook(context))
+        model.load_state_dict(dense.final_state)
         epochs, masks, records = dense.epochs, None, []
         for round_index in range(1, rounds + 1):
             target = round_sparsity(round_index, settings.pruning_fraction)
@@ -130,9 +136,12 @@ class IterativeMagnitudePruning(Method):
                              f"sparsity >= {settings.pruning_fraction} or rounds >= 1")
         return records
 
-    def dense_epoch_hook(self, context: JobContext) -> EpochHook | None:
-        """A hook on the dense run (rewinding saves its state there); none by default."""
-        return None
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        return [trajectory_need(spec, recipe, self.snapshot_epochs(recipe))]
+
+    def snapshot_epochs(self, recipe: TrainSettings) -> tuple[int, ...]:
+        """Epochs of the dense run whose state the rounds start from (rewinding); none by default."""
+        return ()
 
     @abstractmethod
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
@@ -150,22 +159,16 @@ class LthRewind(IterativeMagnitudePruning):
     Settings = RewindSettings
     quick_hparams = {"rounds": 2, "rewind_epoch": 1}
 
-    def dense_epoch_hook(self, context: JobContext) -> EpochHook | None:
+    def snapshot_epochs(self, recipe: TrainSettings) -> tuple[int, ...]:
         rewind_epoch = self.settings.rewind_epoch
-        if rewind_epoch > context.train_settings.epochs:
+        if rewind_epoch > recipe.epochs:
             raise BenchError(f"lth-rewind rewind_epoch = {rewind_epoch} is past the "
-                             f"{context.train_settings.epochs}-epoch run; accepted: 0 .. epochs")
-
-        def save_rewind_state(epoch: int, model: nn.Module, masks: Any) -> None:
-            if epoch + 1 == rewind_epoch:
-                context.save_snapshot(REWIND_SNAPSHOT, model.state_dict())
-
-        return save_rewind_state
+                             f"{recipe.epochs}-epoch run; accepted: 0 .. epochs")
+        return (rewind_epoch,)
 
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
         model = context.new_model()
-        if self.settings.rewind_epoch > 0:
-            model.load_state_dict(context.load_snapshot(REWIND_SNAPSHOT))
+        model.load_state_dict(context.dense_trajectory().state_at(self.settings.rewind_epoch))
         resume = self.settings.rewind_schedule == "resume"
         return RoundStart(model, context.train_settings, self.settings.rewind_epoch if resume else 0)
 

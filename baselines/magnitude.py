@@ -3,7 +3,8 @@
 Han et al. 2015 as in open_lth's `sparse_global` (one global |w| threshold over every prunable weight)
 in one shot. Fine-tuning reruns the recipe's schedule with the learning rate scaled by
 `finetune_lr_scale` (0.1 default: 0.01, then 0.001, 0.0001), as IMC's FineTuning variant does, so the
-two are comparable. Epochs recorded = training + fine-tuning.
+two are comparable. The dense training is the trial's shared dense trajectory (`bench.trajectory`).
+Epochs recorded = training + fine-tuning.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.masks import global_mask, magnitude_scores
+from bench.spec import JobSpec
+from bench.stages import StageNeed
+from bench.train import TrainSettings
+from bench.trajectory import trajectory_need
 from methods.base import JobContext, Method
 from methods.registry import register
 
@@ -25,9 +30,13 @@ class MagnitudeSettings:
 class Magnitude(Method):
     Settings = MagnitudeSettings
 
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        return [trajectory_need(spec, recipe)]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
+        trained = context.dense_trajectory()
         model = context.new_model()
-        trained = context.train(model, "train")
+        model.load_state_dict(trained.final_state)
         with context.timed_scoring():
             masks = global_mask(magnitude_scores(model), context.sparsity)
         finetune = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)

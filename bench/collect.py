@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.atomic import read_json
-from bench.jobs import DONE, FAILED, JOBS_FOLDER, read_metrics, read_status
 from bench.spec import FOUND, JobSpec
+from bench.store import DONE, FAILED, JOBS_FOLDER, read_metrics, read_status
 
 MISSING = "missing"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",

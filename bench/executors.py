@@ -1,7 +1,10 @@
 """Executors: run a plan of jobs inline, in a bounded local pool, or as SLURM array jobs via submitit.
 
 Every executor hands a job only the path of its `spec.json` (`bench.jobs.run_job`), so a job is
-idempotent: finished jobs are skipped, interrupted ones resume from their epoch checkpoints.
+idempotent: finished jobs are skipped, interrupted ones resume from their epoch checkpoints. Before
+any job runs, every executor writes the plan's requests to the shared stages its jobs declare
+(`bench.jobs.request_stages`: e.g. the rewind epochs the dense trajectory must keep); a stage is then
+computed by the first job that needs it, under its lock, and the others load it or wait for it.
 
 - `inline`: this process, in dependency order (IMC's analysis before the jobs at "found").
 - `local`: a pool of `--workers` spawned processes, one GPU each where there are GPUs
@@ -41,9 +44,10 @@ import submitit
 from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
-from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
+from bench.jobs import request_stages, run_job
 from bench.provenance import REPO_ROOT
 from bench.spec import RunSettings
+from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, write_spec
 from bench.tracking import JobState, append_jobs_log, job_states
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -128,6 +132,8 @@ def describe_resume(folder: Path) -> str:
 
 
 def _write_specs(planned: list[PlannedJob], results: Path, run: RunSettings) -> dict[str, Path]:
+    """Every job's spec.json, and the plan's requests to the shared stages its jobs declare."""
+    request_stages(results, [job.spec for job in planned])
     return {job.job_id: write_spec(results, job.spec, run) for job in planned}
 
 
@@ -286,6 +292,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
     if not to_submit:
         echo("nothing to submit: every job is done, queued or failed (rerun failed ones with --retry-failed)")
         return outcome
+    request_stages(results, [job.spec for job in planned])
     executor = slurm_executor(results, settings)
     chunk = settings.max_array_size or max_array_size()
     slurm_ids = {job_id: state.slurm_id for job_id, state in states.items() if state.state in (PENDING, RUNNING)}

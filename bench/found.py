@@ -1,11 +1,13 @@
-"""The sparsity a job asked for as "found": IMC's s* from the same dataset, arch, trial and recipe.
+"""The sparsity a job asked for as "found": the s* recorded by the found-sparsity analysis of the same
+dataset, arch, trial and recipe.
 
-Interface used by the executors: `analysis_spec(spec)` is the job whose success guarantees the analysis
-exists (method `imc-analysis`, registered in `methods/imc.py`: pretraining, spectrum, K and gap rule,
-no retraining; a SLURM `afterok` dependency, or an earlier phase locally); `found_sparsity(spec,
-results)` reads s* from that job's record. The analysis runs with the IMC settings of `spec` when
-`spec` is an IMC job (its variants wait for the very analysis they reuse), with `hparams` when given,
-and otherwise with the job's `analysis` settings (empty: IMC's defaults, the paper's settings).
+The harness names no method here: the registry holds exactly one method that declares
+`provides_found` (the paper's IMC registers its analysis so). `analysis_spec(spec)` is the job whose
+success guarantees the analysis exists (a SLURM `afterok` dependency, or an earlier phase locally);
+`found_sparsity(spec, results)` reads s* (`extra.found_sparsity`) from that job's record. The analysis
+runs with the settings of `spec` when its method declares `reuses_found_analysis` (IMC's variants wait
+for the very analysis they reuse; `found_analysis_hparams` keeps the settings that choose it), with
+`hparams` when given, and otherwise with the job's `analysis` settings (empty: the analysis' defaults).
 """
 
 from __future__ import annotations
@@ -14,18 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
-from bench.jobs import DONE, job_dir, read_metrics, read_status
 from bench.spec import JobSpec
-from methods.imc import analysis_hparams
-
-ANALYSIS_METHOD = "imc-analysis"
+from bench.store import DONE, job_dir, read_metrics, read_status
+from methods.registry import found_provider, get_method
 
 
 def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSpec:
-    """The IMC analysis job that a 'found' job of the same dataset, arch and trial depends on."""
+    """The analysis job that a 'found' job of the same dataset, arch and trial depends on."""
+    provider = found_provider()
     if hparams is None:
-        hparams = analysis_hparams(spec.hparams) if spec.method.startswith("imc-") else spec.analysis
-    return JobSpec(method=ANALYSIS_METHOD, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
+        method_class = get_method(spec.method)
+        shares = method_class.reuses_found_analysis or method_class.provides_found
+        hparams = method_class.found_analysis_hparams(spec.hparams) if shares else spec.analysis
+    return JobSpec(method=provider.name, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
                    train=dict(spec.train), hparams=dict(hparams))
 
 
@@ -37,8 +40,8 @@ def found_sparsity(spec: JobSpec, results: Path, hparams: dict[str, Any] | None 
     records = read_metrics(folder) if state == DONE else []
     if not records:
         raise BenchError(
-            f"job {spec.job_id} asks for sparsity 'found', but IMC's analysis job {analysis.job_id} is {state} in "
-            f"{Path(results)}; accepted: run it first (python -m bench.run --methods {ANALYSIS_METHOD} ...) "
+            f"job {spec.job_id} asks for sparsity 'found', but the analysis job {analysis.job_id} is {state} in "
+            f"{Path(results)}; accepted: run it first (python -m bench.run --methods {analysis.method} ...) "
             "or give a float sparsity in [0, 1)"
         )
     return float(records[0]["extra"]["found_sparsity"])

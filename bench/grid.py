@@ -12,8 +12,9 @@ A grid file sets, at its top level and in optional `[[block]]` tables that overr
                whose rounds cover the levels: it gets the largest numeric level, or "found" alone),
                "none" (one job: dense, a method that finds its own sparsity). Unlisted methods follow
                their class (`takes_sparsity`, `finds_sparsity`, an optional `grid_sparsity`).
-  needs_analysis   methods whose jobs wait for `bench.found.analysis_spec(spec)` (IMC's variants);
-               every job at sparsity "found" waits for it too. Analysis jobs are added to the plan.
+  needs_analysis   methods whose jobs wait for `bench.found.analysis_spec(spec)` (IMC's variants;
+               a method class can also say so, `Method.needs_analysis`); every job at sparsity "found"
+               waits for it too. Analysis jobs are added to the plan.
   quick        true: start from each method's cheap `quick_hparams` (smoke runs, the offline default)
   [train]      training-recipe overrides; [hparams.<method>] per-method settings
   [vary]       a cartesian product of settings: {"train.lr" = [...], "hparams.rewind_epoch" = [...]}
@@ -37,6 +38,7 @@ from typing import Any
 
 import tomllib
 
+from bench import found
 from bench.errors import BenchError, UnknownNameError, check_sparsity
 from bench.spec import FOUND, JobSpec
 
@@ -48,7 +50,6 @@ PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "m
              "quick", "train", "hparams", "vary", "name"}
 FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
 FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity")
-IMC_VARIANTS = ("imc-reinit", "imc-rewind", "imc-finetune")
 
 
 @dataclass(frozen=True)
@@ -117,22 +118,24 @@ class GridPart:
                     quick = dict(method_class.quick_hparams) if self.quick else {}
                     hparams = quick | dict(self.hparams.get(method, {})) | varied["hparams"]
                     for sparsity in self.method_sparsities(method, method_class, dataset, arch):
-                        analysis = self.found_analysis(varied) if sparsity == FOUND and \
-                            not method.startswith("imc-") else {}
+                        analysis = self.found_analysis(varied) if sparsity == FOUND and not (
+                            method_class.reuses_found_analysis or method_class.provides_found) else {}
                         specs.append(normalized(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
                                                         sparsity=sparsity, train=train, hparams=hparams,
                                                         analysis=analysis)))
         return specs
 
     def found_analysis(self, varied: dict[str, dict[str, Any]]) -> dict[str, Any]:
-        """IMC settings of the analysis whose s* this part's "found" jobs take: those of its IMC variants
-        (the first `imc-*` retraining method of the part, else `imc-analysis` itself), so that the
-        found-sparsity table compares every method at the s* its IMC rows report."""
-        from methods.imc import analysis_hparams
+        """Settings of the analysis whose s* this part's "found" jobs take: those of its first method that
+        reuses the analysis (`reuses_found_analysis`: IMC's variants), else the analysis' own, so that
+        the found-sparsity table compares every method at the s* those rows report."""
+        from methods.registry import found_provider
 
-        source = next((name for name in self.method_list() if name in IMC_VARIANTS), "imc-analysis")
-        quick = dict(_method_class(source).quick_hparams) if self.quick else {}
-        return analysis_hparams(quick | dict(self.hparams.get(source, {})) | varied["hparams"])
+        source_class = next((_method_class(name) for name in self.method_list()
+                             if _method_class(name).reuses_found_analysis), None) or found_provider()
+        quick = dict(source_class.quick_hparams) if self.quick else {}
+        return source_class.found_analysis_hparams(quick | dict(self.hparams.get(source_class.name, {}))
+                                                   | varied["hparams"])
 
     def method_sparsities(self, method: str, method_class: type, dataset: str, arch: str
                           ) -> list[float | str | None]:
@@ -200,7 +203,9 @@ def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     hparams = {key: value for key, value in spec.hparams.items() if getattr(settings, key) != getattr(defaults, key)}
     analysis = spec.analysis
     if analysis:
-        analysis_class = _method_class("imc-analysis", f"job {spec.job_id} takes its sparsity from")
+        from methods.registry import found_provider
+
+        analysis_class = found_provider()
         analysis_settings = build_settings(analysis_class.Settings, analysis, "the found-sparsity analysis")
         analysis = {key: value for key, value in analysis.items()
                     if getattr(analysis_settings, key) != getattr(analysis_class.Settings(), key)}
@@ -246,15 +251,12 @@ def plan_jobs(specs: list[JobSpec], needs_analysis: Collection[str] = ()) -> lis
     """`specs` as planned jobs: those at "found" (and of the methods in `needs_analysis`, or whose
     class sets `needs_analysis`) wait for `bench.found.analysis_spec(spec)`, which is added to the plan
     once and placed before every job."""
-    from bench.found import analysis_spec
-
     analyses: dict[str, JobSpec] = {}
     planned = []
     for spec in specs:
         after: tuple[str, ...] = ()
-        if spec.sparsity == FOUND or spec.method in needs_analysis or getattr(
-                _method_class(spec.method), "needs_analysis", False):
-            analysis = normalized(analysis_spec(spec), f"job {spec.job_id} waits for the analysis method")
+        if spec.sparsity == FOUND or spec.method in needs_analysis or _method_class(spec.method).needs_analysis:
+            analysis = normalized(found.analysis_spec(spec), f"job {spec.job_id} waits for the analysis method")
             if analysis.job_id != spec.job_id:
                 analyses.setdefault(analysis.job_id, analysis)
                 after = (analysis.job_id,)

@@ -9,7 +9,7 @@ A job directory `<results>/jobs/<job id>/` holds:
   provenance.json  git sha, torch/CUDA versions, device, host, SLURM ids
   ckpt/            per-phase epoch checkpoints and snapshots (resume)
 
-`run_job(path)` takes only the path of `spec.json` (a small picklable argument for submitit), skips a
+Folders, statuses and records on disk are `bench.store`'s. `run_job(path)` takes only the path of `spec.json` (a small picklable argument for submitit), skips a
 finished job, resumes an interrupted one from its checkpoints, and records a failure (a diverged loss,
 a bad setting, a crash) as `failed` with the reason instead of losing it.
 """
@@ -21,7 +21,7 @@ import io
 import socket
 import time
 import traceback
-from dataclasses import asdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,42 +30,16 @@ import torch
 from bench.atomic import read_json, write_json, write_text
 from bench.data import DeviceData, load_dataset
 from bench.errors import BenchError, DivergedError
+from bench.found import found_sparsity
 from bench.provenance import provenance
 from bench.spec import FOUND, JobSpec, RunSettings
+from bench.stages import request
+from bench.store import DONE, FAILED, RUNNING, read_status
 from bench.train import EpochLog, Trainer, TrainSettings
-from methods.base import JobContext, build_settings, check_record
+from methods.base import JobContext, Method, build_settings, check_record
 from methods.registry import get_method
 
-JOBS_FOLDER = "jobs"
 TRACEBACK_LINES = 25
-DONE, FAILED, RUNNING, PENDING = "done", "failed", "running", "pending"
-
-
-def job_dir(results: Path, spec: JobSpec) -> Path:
-    return Path(results) / JOBS_FOLDER / spec.job_id
-
-
-def write_spec(results: Path, spec: JobSpec, run: RunSettings) -> Path:
-    """Create the job's folder with its spec.json (kept if it exists); return the spec.json path."""
-    folder = job_dir(results, spec)
-    path = folder / "spec.json"
-    if not path.exists():
-        write_json(path, {"job_id": spec.job_id, "spec": asdict(spec), "run": run.to_dict()})
-    else:  # the same job on another machine or with another device: refresh only the run settings
-        stored = read_json(path)
-        if stored["run"] != run.to_dict():
-            write_json(path, stored | {"run": run.to_dict()})
-    return path
-
-
-def read_status(folder: Path) -> dict[str, Any]:
-    path = Path(folder) / "status.json"
-    if not path.exists():
-        return {"state": PENDING}
-    try:
-        return read_json(path)
-    except ValueError:
-        return {"state": PENDING, "note": "status.json was unreadable"}
 
 
 def train_settings_for(spec: JobSpec) -> TrainSettings:
@@ -74,8 +48,6 @@ def train_settings_for(spec: JobSpec) -> TrainSettings:
 
 def resolve_sparsity(spec: JobSpec, method_class, results: Path) -> float | None:
     if spec.sparsity == FOUND:
-        from bench.found import found_sparsity
-
         return found_sparsity(spec, results)
     if method_class.takes_sparsity and spec.sparsity is None and not method_class.finds_sparsity:
         raise BenchError(f"method {spec.method} needs a sparsity; accepted: a float in [0, 1) or 'found'")
@@ -112,10 +84,28 @@ def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]
     return status
 
 
+def method_for(spec: JobSpec) -> Method:
+    """The job's method with its settings (a one-line BenchError for a bad setting)."""
+    method_class = get_method(spec.method)
+    return method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
+
+
+def request_stages(results: Path, specs: Iterable[JobSpec]) -> None:
+    """Ask the shared stages the jobs declare (`Method.stage_needs`) for their snapshots, before any job
+    runs, so the first job that computes a stage keeps what every job of the plan reads."""
+    for spec in specs:
+        try:
+            needs = method_for(spec).stage_needs(spec, train_settings_for(spec))
+        except BenchError:  # a bad setting: the job fails with it when it runs
+            continue
+        for need in needs:
+            request(results, need.stage, need.requests)
+
+
 def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -> JobContext:
     """Everything a method needs to run `spec` in `folder`: settings, data on the device, the trainer."""
-    method_class = get_method(spec.method)
-    method = method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
+    method = method_for(spec)
+    method_class = type(method)
     sparsity = resolve_sparsity(spec, method_class, results)
     train_settings = train_settings_for(spec)
     data = DeviceData(load_dataset(spec.dataset, run.data), torch.device(run.device))
@@ -144,8 +134,3 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def read_metrics(folder: Path) -> list[dict[str, Any]]:
-    path = Path(folder) / "metrics.json"
-    return read_json(path) if path.exists() else []

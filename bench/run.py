@@ -22,8 +22,8 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.executors import EXECUTORS, SlurmSettings, run_inline, run_local, submit_slurm
 from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
-from bench.jobs import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.spec import JobSpec, RunSettings
+from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.tracking import NEW, job_states
 
 

@@ -35,9 +35,10 @@ class JobSpec:
     train: dict[str, Any] = field(default_factory=dict)  # TrainSettings overrides
     hparams: dict[str, Any] = field(default_factory=dict)  # the method's Settings overrides
     analysis: dict[str, Any] = field(default_factory=dict)
-    """For a job at sparsity "found": the IMC settings of the analysis whose s* it takes (empty: IMC's
-    defaults). A grid sets it to its IMC variants' analysis settings, so every method of a trial is
-    compared at the s* the IMC rows report."""
+    """For a job at sparsity "found": the settings of the found-sparsity analysis whose s* it takes
+    (empty: its defaults; `bench.found`). A grid sets it to the analysis settings of its methods that
+    reuse the analysis (IMC's variants), so every method of a trial is compared at the s* their rows
+    report."""
 
     def __post_init__(self) -> None:
         if self.sparsity is not None and self.sparsity != FOUND:
@@ -48,13 +49,13 @@ class JobSpec:
     def canonical(self) -> dict[str, Any]:
         """The spec as a dict without the fields, training overrides and settings at their defaults."""
         from bench.train import TrainSettings
-        from methods.registry import get_method
+        from methods.registry import found_provider, get_method
 
         value = asdict(self)
         value["train"] = _without_defaults(self.train, TrainSettings)
         value["hparams"] = _without_defaults(self.hparams, get_method(self.method).Settings)
         if self.analysis:
-            value["analysis"] = _without_defaults(self.analysis, get_method("imc-analysis").Settings)
+            value["analysis"] = _without_defaults(self.analysis, found_provider().Settings)
         defaults = {item.name: (item.default_factory() if callable(item.default_factory) else item.default)
                     for item in fields(self)}
         return {key: item for key, item in value.items()

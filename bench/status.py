@@ -17,7 +17,7 @@ from pathlib import Path
 from bench.cli import guarded
 from bench.errors import BenchError
 from bench.grid import load_grid, parse_filters
-from bench.jobs import DONE
+from bench.store import DONE
 from bench.tracking import job_states
 
 STATE_ORDER = ("done", "running", "pending", "failed", "cancelled", "lost", "interrupted", "not submitted", "queued")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.atomic import read_json
-from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
+from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
 
 JOBS_LOG = "jobs.jsonl"
 QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"

@@ -214,8 +214,11 @@ class Trainer:
         masks: Masks | None = None,
         start_epoch: int = 0,
         on_epoch_end: EpochHook | None = None,
+        stop_epoch: int | None = None,
     ) -> PhaseResult:
-        """Train `model` in place over epochs [start_epoch, settings.epochs) of `settings`' schedule."""
+        """Train `model` in place over epochs [start_epoch, stop_epoch) of `settings`' schedule (default: to
+        its end); the last epoch trained is always evaluated."""
+        stop = settings.epochs if stop_epoch is None else stop_epoch
         optimizer = torch.optim.SGD(
             model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
         )
@@ -231,21 +234,21 @@ class Trainer:
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
         model.train()
-        evaluation = evaluate(model, self.data) if first_epoch >= settings.epochs else None
-        epochs_iter = range(first_epoch, settings.epochs)
+        evaluation = evaluate(model, self.data) if first_epoch >= stop else None
+        epochs_iter = range(first_epoch, stop)
         if self.progress:
             from tqdm import tqdm
 
-            epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=settings.epochs, leave=False)
+            epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=stop, leave=False)
         path = self.checkpoint_path(phase)
         try:
-            return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, first_epoch, seconds,
+            return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, stop, seconds,
                                       evaluation, epochs_iter, on_epoch_end, path)
         except BaseException:  # a crash, Ctrl-C, or submitit's exit after a requeue: keep the last epoch
             save_pending_checkpoints(path)
             raise
 
-    def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, first_epoch, seconds, evaluation,
+    def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, stop, seconds, evaluation,
                       epochs_iter, on_epoch_end, path) -> PhaseResult:
         weights = prunable_parameters(model)
         masked_weights, mask_list = self.mask_lists(model, masks)
@@ -267,7 +270,7 @@ class Trainer:
                     masked_weights, mask_list = self.mask_lists(model, masks)
                     self._zero_momentum(optimizer, weights, masks)
                     sparsity = sparsity_report(model, masks).sparsity
-            tested = settings.evaluates_after(epoch)
+            tested = settings.evaluates_after(epoch) or epoch + 1 == stop
             if tested:
                 evaluation = evaluate(model, self.data)
             seconds += time.perf_counter() - started
@@ -279,14 +282,14 @@ class Trainer:
                 "test_top5": evaluation.top5 if tested else None,
                 "sparsity": sparsity, "seconds": round(seconds, 3),
             })
-            if epoch + 1 < settings.epochs:
+            if epoch + 1 < stop:
                 _PENDING[path] = self._state(model, optimizer, masks, epoch + 1, seconds, None, complete=False,
                                              epochs=0, copy=True)
                 if time.monotonic() - last_saved >= self.checkpoint_interval_s:
                     save_pending_checkpoints(path)
                     last_saved = time.monotonic()
-        epochs = settings.epochs - start_epoch
-        torch_save(path, self._state(model, optimizer, masks, settings.epochs, seconds, evaluation, complete=True,
+        epochs = stop - start_epoch
+        torch_save(path, self._state(model, optimizer, masks, stop, seconds, evaluation, complete=True,
                                      epochs=epochs))
         return PhaseResult(masks, evaluation, epochs, seconds)
 

@@ -4,8 +4,15 @@ A method is a `Method` subclass with a `Settings` dataclass, registered by name
 (`methods.registry.register`). Its `run(context)` builds models, trains them, scores and masks them
 through the `JobContext` and returns one record per round (`context.record(...)`). The context owns
 everything shared: the trial's init (`new_model`), the one training loop (`train`), exact-count
-thresholding (`bench.masks`), timers for scoring/analysis time, snapshots in `ckpt/`, and the common
-record fields, so that methods differ only in what makes them different.
+thresholding (`bench.masks`), timers for scoring/analysis time, snapshots in `ckpt/`, the stages
+that jobs share (`use_stage`, `dense_trajectory`: `bench.stages`) and the common record fields, so
+that methods differ only in what makes them different.
+
+What a method needs beyond its own job it *declares*, so that the harness never names a method:
+`stage_needs` (the shared stages it reads, with the snapshot epochs it asks them to keep), and for the
+"found" sparsity: `provides_found` (the one method whose job records the s* that jobs at "found" take),
+`reuses_found_analysis` (methods that retrain from that analysis with their own settings) and
+`found_analysis_hparams` (which of a job's settings choose the analysis), read by `bench.found`.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import time
 import typing
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -29,7 +37,9 @@ from bench.masks import Masks, check_binary, layer_table, sparsity_report
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
 from bench.spec import JobSpec
+from bench.stages import COMPUTED, LOADED, StageNeed, StageResult, StageSpec, obtain, request
 from bench.train import Evaluation, PhaseResult, Trainer, TrainSettings
+from bench.trajectory import Trajectory, TrajectoryRun, trajectory_stage
 
 SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (
@@ -84,9 +94,26 @@ class Method(ABC):
     """True for methods that find their own sparsity (IMC, Continuous Sparsification): no tolerance check."""
     quick_hparams: ClassVar[dict[str, Any]] = {}
     """Settings that make a smoke run cheap (the contract test and the offline default grid use them)."""
+    provides_found: ClassVar[bool] = False
+    """True for the one method whose job records the s* (`extra.found_sparsity`) that jobs at sparsity
+    "found" take and wait for (IMC's analysis)."""
+    reuses_found_analysis: ClassVar[bool] = False
+    """True for methods that retrain from the found-sparsity analysis run with their own settings (IMC's
+    variants): a grid's "found" jobs take the analysis of its first such method."""
+    needs_analysis: ClassVar[bool] = False
+    """True: every job of the method waits for its found-sparsity analysis job (grids can also say so)."""
 
     def __init__(self, settings: Any):
         self.settings = settings
+
+    @staticmethod
+    def found_analysis_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+        """The part of a job's settings that the found-sparsity analysis it reuses depends on."""
+        return dict(hparams)
+
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        """The shared stages a job of `spec` reads (executors ask for their snapshots up front)."""
+        return []
 
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
@@ -114,6 +141,9 @@ class JobContext:
         self._layer_macs: dict[str, int] | None = None
         self.last_recorded: tuple[nn.Module, Masks | None] | None = None
         """The model and masks of the latest record (the contract test inspects them)."""
+        self.stages: dict[str, str] = {}
+        """Stage name -> "computed" or "loaded": the shared stages this job used (in every record)."""
+        self._stage_results: dict[Path, StageResult] = {}
 
     @property
     def results_dir(self) -> Path:
@@ -143,6 +173,33 @@ class JobContext:
         result = self.trainer.train(model, phase, settings or self.train_settings, masks=masks, **options)
         self.train_seconds += result.seconds
         return result
+
+    def use_stage(self, stage: StageSpec, compute: Callable[[Path], dict[str, Any]], scoring: bool = False
+                  ) -> StageResult:
+        """The shared stage's result (computed here under its lock if nobody has); its seconds count once
+        in this job's runtime, as training time or (`scoring`) as scoring/analysis time."""
+        folder = stage.folder(self.results_dir)
+        if folder not in self._stage_results:
+            result = obtain(self.results_dir, stage, compute)
+            self._stage_results[folder] = result
+            self.stages[stage.name] = COMPUTED if result.computed_here else LOADED
+            if scoring:
+                self.scoring_seconds += result.value["seconds"]
+            else:
+                self.train_seconds += result.value["seconds"]
+        return self._stage_results[folder]
+
+    def dense_trajectory(self, snapshots: Iterable[int] = ()) -> Trajectory:
+        """The trial's dense run with the job's recipe (`bench.trajectory`), keeping `snapshots` epochs."""
+        stage = trajectory_stage(self.spec, self.train_settings)
+        request(self.results_dir, stage, snapshots)
+        run = TrajectoryRun(stage.folder(self.results_dir), self.trainer, self.train_settings, self.new_model)
+        return Trajectory(self.use_stage(stage, run.compute).value, run)
+
+    def count_as_scoring(self, seconds: float) -> None:
+        """Move `seconds` that a training phase timed (scoring inside its epochs) to scoring time."""
+        self.train_seconds -= seconds
+        self.scoring_seconds += seconds
 
     def schedule(self, **changes: Any) -> TrainSettings:
         """The job's recipe with some fields changed (e.g. epochs, lr for fine-tuning)."""
@@ -200,7 +257,7 @@ class JobContext:
             "runtime_s": self.train_seconds + self.scoring_seconds,
             "scoring_s": self.scoring_seconds,
             "device": device_name(self.device),
-            "extra": extra,
+            "extra": extra | ({"stages": dict(self.stages)} if self.stages else {}),
         }
 
 

@@ -17,8 +17,8 @@ code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
 5. retraining, one registered method per variant: `imc-reinit` (fresh init), `imc-rewind`
    (theta_R), `imc-finetune` (theta_P, lr scaled by `finetune_lr_scale`), all masked.
 
-Steps 1, 2 and 3-4 are stages cached beside the jobs (`<results>/imc-cache/`, `bench.shared_cache`:
-atomic, keyed by a hash of what determines them, computed once under a lock file), so the variants,
+Steps 1, 2 and 3-4 are shared stages (`<results>/stages/imc-*/`, `bench.stages`: atomic, keyed by a
+hash of what determines them and `STAGE_VERSION`, computed once under a lock file), so the variants,
 `imc-analysis` (steps 1-4 only: the job that "found" sparsities of other methods wait for) and
 `imc-lipschitz` (the K sweep over p and Delta of Tables 14-15, no retraining) share the work. A job's
 runtime includes the stored seconds of the stages it used, whether it computed them or not.
@@ -47,7 +47,7 @@ from torch import nn
 from bench.atomic import torch_save
 from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
-from bench.shared_cache import Stage, cached_stage
+from bench.stages import StageResult, StageSpec
 from bench.train import EpochLog, Evaluation, TrainSettings, evaluate
 from methods.base import JobContext, Method
 from methods.registry import register
@@ -63,7 +63,8 @@ from methods.spectrum import (
     slq,
 )
 
-CACHE_FOLDER = "imc-cache"
+STAGE_VERSION = 1
+"""Bump when a stage's computation (pretraining, spectrum, K, gap rule, mask) changes."""
 SELECTIONS = ("magnitude", "slow-manifold")
 
 
@@ -164,26 +165,21 @@ class IMCAnalysis:
     def __init__(self, context: JobContext, settings: IMCSettings):
         self.context = context
         self.settings = settings
-        self.root = context.results_dir / CACHE_FOLDER
         base = {"dataset": context.spec.dataset, "arch": context.spec.arch, "trial": context.trial,
                 "recipe": asdict(context.train_settings)}
         self.pretrain_key = base | settings.subset(PRETRAIN_KEYS)
         self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
         self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS)
         self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
-        self.stages: dict[str, Stage] = {}
+        self.stages: dict[str, StageResult] = {}
 
     # -- stage helpers ---------------------------------------------------------------------------
 
     def stage(self, name: str, key: dict[str, Any], compute) -> dict[str, Any]:
         if name not in self.stages:
-            stage = cached_stage(self.root, name, key, compute)
-            self.stages[name] = stage
             # the job's runtime includes the stage's cost whether it computed the stage or loaded it
-            if name == "pretrain":
-                self.context.train_seconds += stage.value["seconds"]
-            else:
-                self.context.scoring_seconds += stage.value["seconds"]
+            self.stages[name] = self.context.use_stage(StageSpec(f"imc-{name}", key, STAGE_VERSION), compute,
+                                                       scoring=name != "pretrain")
         return self.stages[name].value
 
     def model_at(self, state: dict[str, torch.Tensor], *seed_names: object) -> nn.Module:
@@ -356,6 +352,8 @@ class IMCVariant(Method):
     takes_sparsity = True
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS
+    reuses_found_analysis = True
+    found_analysis_hparams = staticmethod(analysis_hparams)
 
     def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
         raise NotImplementedError
@@ -411,6 +409,8 @@ class IMCAnalysisOnly(Method):
     takes_sparsity = True  # as the variants: prunes at a requested sparsity if given, else at s*
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS
+    provides_found = True
+    found_analysis_hparams = staticmethod(analysis_hparams)
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)

@@ -13,6 +13,7 @@ import os
 import pkgutil
 from typing import TYPE_CHECKING
 
+from bench.errors import BenchError
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -56,3 +57,13 @@ def get_method(name: str) -> type[Method]:
 
 def method_names() -> list[str]:
     return load_plugins().names()
+
+
+def found_provider() -> type[Method]:
+    """The one registered method that declares `provides_found`: its job records the s* of "found" jobs."""
+    providers = [METHODS.get(name) for name in load_plugins().names() if METHODS.get(name).provides_found]
+    if len(providers) != 1:
+        names = [provider.name for provider in providers]
+        raise BenchError(f"sparsity 'found' needs exactly one registered method that provides it; found {names or 'none'}"
+                         "; accepted: a float sparsity in [0, 1)")
+    return providers[0]

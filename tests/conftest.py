@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from bench.data import DataSettings, DeviceData, load_dataset
-from bench.jobs import run_job, write_spec
+from bench.jobs import run_job
 from bench.spec import JobSpec, RunSettings
+from bench.store import write_spec
 
 TINY_ARCH = "resnet8"
 

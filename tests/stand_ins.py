@@ -42,11 +42,13 @@ class ImcVariantStandIn(StandIn):
     Settings = ImcStandInSettings
     takes_sparsity = False
     finds_sparsity = True
+    reuses_found_analysis = True
 
 
 class AnalysisStandIn(Dense):
     Settings = ImcStandInSettings
     quick_hparams = {"pretrain_epochs": 1}
+    provides_found = True
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         records = super().run(context)

@@ -55,6 +55,8 @@ def test_method_contract(name, tmp_path):
         assert abs(last["achieved_sparsity"] - SPARSITY) <= SPARSITY_TOLERANCE or len(records) > 1
     if not method.takes_sparsity:
         assert last["achieved_sparsity"] == 0.0
+    declared = {need.stage.name for need in method.stage_needs(context.spec, context.train_settings)}
+    assert declared <= set(context.stages), f"{name} declares stages it does not use"
 
     again_context, again = run_method(name, tmp_path / "second")
     strip = [{key: value for key, value in record.items() if key not in VOLATILE | {"job_id"}} for record in records]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import found, jobs
+from bench import found, jobs, store
 from bench.executors import run_inline, run_local
 from bench.grid import PlannedJob, load_grid, plan_jobs
 from bench.spec import FOUND, JobSpec, RunSettings
@@ -32,7 +32,7 @@ def tiny(method: str, sparsity: float | str | None = None, trial: int = 0, **tra
 
 
 def status(results: Path, spec: JobSpec) -> dict:
-    return jobs.read_status(jobs.job_dir(results, spec))
+    return store.read_status(store.job_dir(results, spec))
 
 
 def test_inline_runs_the_analysis_first_and_blocks_on_its_failure(tmp_path: Path,
@@ -49,7 +49,7 @@ def test_inline_runs_the_analysis_first_and_blocks_on_its_failure(tmp_path: Path
     assert outcome.states[plan[0].job_id] == "done" and outcome.states[plan[1].job_id] == "failed"
     assert outcome.states[ok.job_id] == "done" and blocked.job_id in outcome.blocked
     assert status(tmp_path, ok.spec)["started"] >= status(tmp_path, plan[0].spec)["finished"]
-    record = json.loads((jobs.job_dir(tmp_path, ok.spec) / "metrics.json").read_text())[0]
+    record = json.loads((store.job_dir(tmp_path, ok.spec) / "metrics.json").read_text())[0]
     assert abs(record["achieved_sparsity"] - 0.4) <= 0.005
     assert status(tmp_path, blocked.spec)["state"] == "pending", "a blocked job is not marked failed"
 

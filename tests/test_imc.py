@@ -1,10 +1,8 @@
 """IMC's pipeline (`methods/imc.py`): one shared analysis, the variants' starting weights, masks, the
-found-sparsity interface, the Lipschitz sweep and the shared-stage lock, on 300 digits with ResNet-8."""
+found-sparsity interface and the Lipschitz sweep, on 300 digits with ResNet-8."""
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -12,9 +10,9 @@ import torch
 
 from bench.errors import BenchError
 from bench.found import analysis_spec, found_sparsity
-from bench.jobs import DONE, job_dir, make_context, read_metrics, run_job, write_spec
-from bench.shared_cache import cached_stage
+from bench.jobs import make_context, run_job
 from bench.spec import FOUND, JobSpec, RunSettings
+from bench.store import DONE, job_dir, read_metrics, write_spec
 from methods import imc
 from methods.base import JobContext
 
@@ -138,28 +136,6 @@ def test_settings_are_checked():
     for bad in ({"spectrum_count": "weights"}, {"select": "random"}, {"rewind_epoch": 11}, {"max_sparsity": 1.0}):
         with pytest.raises(BenchError, match="accepted"):
             imc.IMCSettings(**bad)
-
-
-def test_two_jobs_at_once_compute_a_stage_once(tmp_path):
-    calls, results = [], []
-
-    def compute(folder: Path) -> dict:
-        calls.append(folder)
-        time.sleep(0.3)
-        return {"value": torch.arange(3)}
-
-    def job() -> None:
-        results.append(cached_stage(tmp_path, "stage", {"k": 1}, compute))
-
-    threads = [threading.Thread(target=job) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1
-    assert sorted(stage.computed_here for stage in results) == [False, True]
-    assert all(torch.equal(stage.value["value"], torch.arange(3)) for stage in results)
-    assert cached_stage(tmp_path, "stage", {"k": 2}, compute).computed_here  # another key, another stage
 
 
 def test_variants_wait_for_the_analysis_with_their_own_settings():

@@ -12,10 +12,10 @@ import torch
 
 from baselines.continuous_sparsification import soft_masks, ticket_masks
 from baselines.lth import round_sparsity, rounds_for
-from bench.jobs import job_dir, read_metrics, read_status
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
 from bench.spec import JobSpec
+from bench.store import job_dir, read_metrics, read_status
 from methods.base import JobContext
 from tests.conftest import TINY_ARCH as ARCH
 from tests.conftest import run_spec
@@ -58,6 +58,13 @@ class PhaseSpy:
         monkeypatch.setattr(JobContext, "train", train)
 
 
+def dense_run(results: Path, name: str = "result.pt") -> dict[str, torch.Tensor]:
+    """The shared dense trajectory's final state (or, by `name`, one of its snapshots)."""
+    folder = next((results / "stages").glob("dense-trajectory-*"))
+    path = folder / name if name == "result.pt" else folder / "snapshots" / name
+    return torch.load(path, weights_only=True)["model"]
+
+
 def round_masks(results: Path, spec: JobSpec, round_index: int) -> dict[str, torch.Tensor]:
     return torch.load(job_dir(results, spec) / "ckpt" / f"round{round_index}.pt", weights_only=False)["masks"]
 
@@ -96,25 +103,25 @@ def test_lth_reinit_gives_the_survivors_a_fresh_init(tmp_path, monkeypatch):
     for name, value in masked_weights(fresh, masks).items():
         torch.testing.assert_close(start[name], value, rtol=0, atol=0)
         assert not torch.equal(start[name], masked_weights(theta_0, masks)[name])
-        assert not torch.equal(start[name], masked_weights(spy.epoch_ends[("round0", 1)], masks)[name])
+        assert not torch.equal(start[name], masked_weights(dense_run(tmp_path), masks)[name])
 
 
 def test_lth_rewind_restores_the_rewind_epoch_state_exactly(tmp_path, monkeypatch):
     spy = PhaseSpy(monkeypatch)
     spec = job("lth-rewind", epochs=3, rounds=1, rewind_epoch=2)
     run(tmp_path, spec)
-    rewound = spy.epoch_ends[("round0", 1)]  # the state after epoch 2 (0-based epoch 1)
-    assert spy.starts["round1"].keys() == rewound.keys()
+    rewound = dense_run(tmp_path, "epoch2.pt")  # the dense run's state after epoch 2 (tests/test_stages.py
+    assert spy.starts["round1"].keys() == rewound.keys()  # checks it against a run that trains it itself)
     for key, value in rewound.items():  # every tensor: weights, BN affine and running statistics
         assert torch.equal(spy.starts["round1"][key], value), key
-    assert not torch.equal(spy.starts["round1"]["fc.weight"], spy.epoch_ends[("round0", 2)]["fc.weight"])
+    assert not torch.equal(spy.starts["round1"]["fc.weight"], dense_run(tmp_path)["fc.weight"])
 
 
 def test_lth_finetune_keeps_the_trained_weights_at_a_constant_small_lr(tmp_path, monkeypatch):
     spy = PhaseSpy(monkeypatch)
     spec = job("lth-finetune", epochs=2, rounds=1)
     run(tmp_path, spec)
-    for key, value in spy.epoch_ends[("round0", 1)].items():
+    for key, value in dense_run(tmp_path).items():  # round 0: the dense run's final state
         assert torch.equal(spy.starts["round1"][key], value), key
     with (job_dir(tmp_path, spec) / "epochs.csv").open() as handle:
         rates = [float(row["lr"]) for row in csv.DictReader(handle) if row["phase"] == "round1"]

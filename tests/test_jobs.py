@@ -5,8 +5,8 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.jobs import DONE, FAILED, job_dir, read_status
 from bench.spec import JobSpec
+from bench.store import DONE, FAILED, job_dir, read_status
 from tests.conftest import TINY_ARCH, run_spec
 
 
@@ -106,5 +106,6 @@ def test_killed_job_resumes_to_the_same_numbers(tmp_path):
     resumed = json.loads((folder / "metrics.json").read_text())[0]
     assert resumed["accuracy"] == expected["accuracy"] and resumed["test_loss"] == expected["test_loss"]
     rows = (folder / "epochs.csv").read_text().splitlines()[1:]
-    assert [row.split(",")[:2] for row in rows] == [[phase, str(epoch)] for phase in ("train", "finetune")
-                                                     for epoch in range(4)]
+    assert [row.split(",")[:2] for row in rows] == [["finetune", str(epoch)] for epoch in range(4)]
+    dense_rows = next((tmp_path / "killed" / "stages").glob("dense-trajectory-*/epochs.csv")).read_text()
+    assert [row.split(",")[:2] for row in dense_rows.splitlines()[1:]] == [["train", str(epoch)] for epoch in range(4)]

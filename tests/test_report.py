@@ -13,9 +13,9 @@ import pytest
 
 from bench.atomic import write_json
 from bench.collect import collect
-from bench.jobs import job_dir
 from bench.report import main, write_report
 from bench.spec import JobSpec
+from bench.store import job_dir
 
 DATASET, ARCH = "cifar10@5k", "resnet20"
 

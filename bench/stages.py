@@ -1,0 +1,150 @@
+"""Stages: work that several jobs share, computed once and cached under the results folder.
+
+A stage (the dense trajectory of a recipe, Continuous Sparsification's search, IMC's pretraining and
+spectrum analysis) is a `StageSpec`: a name, a key (the canonical JSON of exactly what determines its
+result) and a code version that its owner bumps when the computation changes, so that a fix never
+silently reuses old results. It lives in `<results>/stages/<name>-<hash>/`, the hash being a sha256
+prefix of name, version and key (open_lth's rule: the folder name is derived from what determines the
+result). The folder holds `key.json` (for people), `result.pt` (written atomically, `bench.atomic`),
+`lock`, and whatever the computation keeps there to resume (`ckpt/`, `epochs.csv`, snapshots).
+
+`obtain(results, spec, compute)`: a job that finds `result.pt` loads it; otherwise it takes an
+exclusive `fcntl.flock` on `lock`, computes `compute(folder)`, writes the result and releases. A job
+that arrives meanwhile blocks on the lock, then loads the finished file, so two jobs started at once
+never both compute it. The kernel drops the lock when its holder dies, so a crashed job leaves no
+stale lock (the next job recomputes, resuming from the checkpoints `compute` left in the folder).
+flock is advisory and needs a file system that supports it (local disks, and NFS v4 / Lustre / GPFS
+as usually mounted on clusters).
+
+A stage's value is a dict of tensors, plain containers and numbers (loadable with
+`torch.load(weights_only=True)`) with an entry `seconds`: the compute time that every job using the
+stage counts in its runtime, whether it computed the stage or loaded it.
+
+Requests: a consumer may ask a stage to keep extras that do not change its value (the dense
+trajectory's snapshot epochs). They are not part of the key, so the folder does not depend on who
+asks: `request(results, spec, epochs)` adds them to `requests.json` (executors do this for the whole
+plan before any job runs, and every job again for its own), and the computation reads
+`requested(folder)` when it starts. An extra asked for after the stage was computed is the owner's to
+produce later (the trajectory replays the prefix from the init, see `bench.trajectory`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from bench.atomic import read_json, torch_save, write_json
+
+if TYPE_CHECKING:
+    from bench.spec import JobSpec
+    from bench.train import TrainSettings
+
+STAGES_FOLDER = "stages"
+HASH_LENGTH = 12
+RESULT_FILE = "result.pt"
+REQUESTS_FILE = "requests.json"
+COMPUTED, LOADED = "computed", "loaded"
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What identifies a stage: its name, what determines its result, and its code version."""
+
+    name: str
+    key: dict[str, Any]
+    version: int = 1
+
+    def identity(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "key": self.key}
+
+    def digest(self) -> str:
+        text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
+
+    def folder(self, results: Path) -> Path:
+        return Path(results) / STAGES_FOLDER / f"{self.name}-{self.digest()}"
+
+
+def recipe_key(spec: JobSpec, recipe: TrainSettings) -> dict[str, Any]:
+    """The part of a stage key that every per-trial stage has: dataset, arch, trial and the recipe."""
+    return {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
+
+
+@dataclass(frozen=True)
+class StageNeed:
+    """A stage a job needs, and the extras (snapshot epochs) it asks the stage to keep."""
+
+    stage: StageSpec
+    requests: tuple[int, ...] = field(default=())
+
+
+@dataclass
+class StageResult:
+    """A stage's value, where it lives, and whether this process computed it."""
+
+    value: dict[str, Any]
+    folder: Path
+    computed_here: bool
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing) for the enclosed block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def stage_lock(folder: Path):
+    """The lock that guards a stage folder's computation (also for its owner's later additions)."""
+    return exclusive(Path(folder) / "lock")
+
+
+def load_value(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def obtain(results: Path, spec: StageSpec, compute: Callable[[Path], dict[str, Any]]) -> StageResult:
+    """The stage's stored value, or `compute(folder)` under the stage's lock, stored atomically."""
+    folder = spec.folder(results)
+    result = folder / RESULT_FILE
+    if not result.exists():
+        with stage_lock(folder):
+            if not result.exists():  # nobody finished it while we waited
+                write_json(folder / "key.json", spec.identity())
+                value = compute(folder)
+                if "seconds" not in value:
+                    raise ValueError(f"stage {spec.name} returned no 'seconds' (its compute time)")
+                torch_save(result, value)
+                return StageResult(load_value(result), folder, True)
+    return StageResult(load_value(result), folder, False)
+
+
+def request(results: Path, spec: StageSpec, items: Iterable[int]) -> None:
+    """Ask the stage to keep `items` (e.g. snapshot epochs) when it is computed; kept with earlier asks."""
+    items = set(items)
+    if not items:
+        return
+    folder = spec.folder(results)
+    with exclusive(folder / "requests.lock"):
+        known = set(requested(folder))
+        if not items <= known:
+            write_json(folder / REQUESTS_FILE, sorted(known | items))
+
+
+def requested(folder: Path) -> list[int]:
+    """What the stage's consumers asked it to keep so far."""
+    path = Path(folder) / REQUESTS_FILE
+    return read_json(path) if path.exists() else []

@@ -1,0 +1,141 @@
+"""The dense trajectory: the recipe's dense run of one (dataset, arch, trial, recipe), trained once.
+
+Every method that starts with the dense run reads this one stage (`bench.stages`) instead of training
+its own copy: the `dense` job (its record), `magnitude` (the weights it prunes), round 0 of the three
+LTH variants (open_lth's `lottery/runner.py` level 0) and `lth-rewind`'s rewind point. All start from
+the trial's init theta_0 and see the trial's batches, so the run is the same whoever trains it, and a
+job served by the stage ends with the numbers it had when it trained the run itself (CPU).
+
+The stage folder holds the run's phase checkpoint (`ckpt/train.pt`: an interrupted run resumes),
+its `epochs.csv` (the epochs are trained, and logged, once), `snapshots/epoch<e>.pt` (the full state,
+weights and BN statistics, after epoch e, with the test evaluation there) and `result.pt` (the final
+state, its evaluation, epochs and seconds).
+
+Snapshot epochs are *requested*, never part of the key, so the folder does not depend on who asks:
+- up front: a method declares the epochs it will read (`Method.stage_needs`, e.g. lth-rewind's
+  `rewind_epoch`); executors add the plan's requests to the stage's `requests.json` before any job
+  runs (and each job adds its own before it reads), and the run saves every requested epoch as it
+  passes it;
+- later: an epoch asked for after the run was trained (a later grid with another rewind epoch) is
+  produced by replaying the run's prefix from theta_0 (phase `replay<e>`: the same schedule, the same
+  batches, stopped after epoch e), which gives the identical state on CPU. Its epochs are logged too.
+Epoch 0 is theta_0 itself and the last epoch the final state; neither needs a snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.atomic import torch_save
+from bench.errors import BenchError
+from bench.masks import Masks
+from bench.spec import JobSpec
+from bench.stages import StageNeed, StageSpec, load_value, recipe_key, requested, stage_lock
+from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
+
+TRAJECTORY_STAGE = "dense-trajectory"
+TRAJECTORY_VERSION = 1
+"""Bump when the dense run's computation changes (old folders are then not reused)."""
+PHASE = "train"
+
+
+def trajectory_stage(spec: JobSpec, recipe: TrainSettings) -> StageSpec:
+    return StageSpec(TRAJECTORY_STAGE, recipe_key(spec, recipe), TRAJECTORY_VERSION)
+
+
+def trajectory_need(spec: JobSpec, recipe: TrainSettings, snapshots: Iterable[int] = ()) -> StageNeed:
+    """What a method declares: the dense trajectory of its job, and the snapshot epochs it will read."""
+    return StageNeed(trajectory_stage(spec, recipe), tuple(sorted(set(snapshots))))
+
+
+def state_on_cpu(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().to("cpu", copy=True) for name, value in model.state_dict().items()}
+
+
+@dataclass
+class TrajectoryRun:
+    """How to train (or replay part of) the dense run in its stage folder."""
+
+    folder: Path
+    trainer: Trainer
+    recipe: TrainSettings
+    new_model: Callable[[], nn.Module]
+
+    def snapshot_path(self, epoch: int) -> Path:
+        return self.folder / "snapshots" / f"epoch{epoch}.pt"
+
+    def keep_snapshots(self, epochs: set[int]):
+        """An epoch hook saving the state (and its evaluation) after each epoch in `epochs`."""
+
+        def keep(epoch: int, model: nn.Module, masks: Masks | None) -> None:
+            if epoch + 1 in epochs:
+                torch_save(self.snapshot_path(epoch + 1),
+                           {"model": state_on_cpu(model), "evaluation": vars(evaluate(model, self.trainer.data))})
+
+        return keep
+
+    def wanted(self, upto: int) -> set[int]:
+        """Requested epochs in (0, upto] without a snapshot yet (0 is theta_0, the last epoch the result)."""
+        return {epoch for epoch in requested(self.folder)
+                if 0 < epoch <= upto and epoch < self.recipe.epochs and not self.snapshot_path(epoch).exists()}
+
+    def compute(self, folder: Path) -> dict[str, Any]:
+        """The stage's computation: the full run, keeping the requested snapshots."""
+        trainer = self.trainer.sibling(folder / "ckpt", EpochLog(folder / "epochs.csv"))
+        model = self.new_model()
+        result = trainer.train(model, PHASE, self.recipe, on_epoch_end=self.keep_snapshots(self.wanted(self.recipe.epochs)))
+        return {"model": state_on_cpu(model), "evaluation": vars(result.evaluation), "epochs": result.epochs,
+                "seconds": result.seconds}
+
+    def replay(self, epoch: int) -> None:
+        """Replay the run's first `epoch` epochs from theta_0 to save the snapshots requested up to it."""
+        trainer = self.trainer.sibling(self.folder / "ckpt", EpochLog(self.folder / "epochs.csv"))
+        trainer.train(self.new_model(), f"replay{epoch}", self.recipe, stop_epoch=epoch,
+                      on_epoch_end=self.keep_snapshots(self.wanted(epoch) | {epoch}))
+
+
+class Trajectory:
+    """The dense run as a job reads it: final state and evaluation, epochs, snapshots."""
+
+    def __init__(self, value: dict[str, Any], run: TrajectoryRun):
+        self.value = value
+        self.run = run
+
+    @property
+    def final_state(self) -> dict[str, torch.Tensor]:
+        return self.value["model"]
+
+    @property
+    def evaluation(self) -> Evaluation:
+        return Evaluation(**self.value["evaluation"])
+
+    @property
+    def epochs(self) -> int:
+        return self.value["epochs"]
+
+    def snapshot(self, epoch: int) -> dict[str, Any]:
+        """{"model": state after `epoch` epochs, "evaluation": its test evaluation} (replayed if not kept)."""
+        last = self.run.recipe.epochs
+        if not 0 < epoch < last:
+            raise BenchError(f"dense trajectory snapshot at epoch {epoch}; accepted: 1 .. {last - 1} "
+                             "(0 is the init, the last epoch the final state)")
+        path = self.run.snapshot_path(epoch)
+        if not path.exists():
+            with stage_lock(self.run.folder):
+                if not path.exists():
+                    self.run.replay(epoch)
+        return load_value(path)
+
+    def state_at(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The full state after `epoch` epochs: theta_0 at 0, the final state at the last epoch."""
+        if epoch == 0:
+            return state_on_cpu(self.run.new_model())
+        if epoch == self.run.recipe.epochs:
+            return self.final_state
+        return self.snapshot(epoch)["model"]
