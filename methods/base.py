@@ -98,6 +98,18 @@ class Method(ABC):
         """Run the job; return one record per round, each made by `context.record`."""
 
 
+class Pruner(ABC):
+    """A method that makes a mask without training: what `bench.api.prune` runs in a user's own loop.
+
+    `prune` sees only the model, the labelled batches (already on the model's device), the sparsity, a
+    seed and the input shape (C, H, W), so the same code serves a job and any `nn.Module`."""
+
+    @abstractmethod
+    def prune(self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        """The mask of `model` at exactly `sparsity`; must not change `model`."""
+
+
 def check_ablation(method_class: type[Method], ablation: str) -> None:
     """A one-line error unless `method_class` takes `ablation`."""
     ABLATIONS.get(ablation)
