@@ -4,6 +4,7 @@
     masks = api.prune(model, "snip", 0.9, [(images, labels)])   # {"layer.weight": 0/1 tensor}
     api.apply_masks(model, masks)                               # zero them and keep them zero
     # or: api.to_torch_prune(model, masks)                      # torch.nn.utils.prune reparametrization
+    api.sparsity(model)                                         # 0.9: zero share of the prunable weights
 
 `prune(model, method, sparsity, batches, **settings)` runs the methods that make a mask without
 training: every registered method that is a `methods.base.Pruner` (snip, grasp, synflow, sanity-check,
@@ -110,3 +111,9 @@ def to_torch_prune(model: nn.Module, masks: Masks) -> nn.Module:
         module = model.get_submodule(module_name)
         torch_prune.custom_from_mask(module, parameter, mask.to(getattr(module, parameter).device).bool())
     return model
+
+
+def sparsity(model: nn.Module) -> float:
+    """The fraction of `model`'s prunable weights that are exactly zero."""
+    weights = prunable_parameters(model).values()
+    return sum(int((weight == 0).sum()) for weight in weights) / sum(weight.numel() for weight in weights)
