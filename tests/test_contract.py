@@ -70,14 +70,15 @@ def test_method_contract(name, tmp_path):
         assert all(torch.equal(masks[layer], again_masks[layer]) for layer in masks)
 
 
-PRUNE_AT_INIT = ("snip", "grasp", "synflow", "sanity-check")
+ARCH_DEPENDENT = ("grasp", "synflow")
 
 
 @pytest.mark.parametrize("arch, name", [("wrn10-1", name) for name in method_names()]
-                         + [(arch, name) for arch in ("vgg11", "resnet18") for name in PRUNE_AT_INIT])
+                         + [(arch, name) for arch in ("vgg11", "resnet18") for name in ARCH_DEPENDENT])
 def test_methods_on_the_other_architectures(arch, name, tmp_path):
     """Every method on a Wide ResNet; the methods with architecture-dependent steps (SynFlow's float64
-    copy, GraSP's classifier re-draw, sanity-check's classifier) on VGG and ResNet-18 (8x8 digits)."""
+    copy, GraSP's classifier re-draw) on VGG and ResNet-18 (8x8 digits; `tests/test_api.py` runs
+    sanity-check and the others on torchvision's resnet18)."""
     context, records = run_method(name, tmp_path, arch)
     for record in records:
         check_record(record, context.method)
