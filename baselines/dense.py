@@ -12,6 +12,7 @@ from methods.registry import register
 @register("dense")
 class Dense(Method):
     takes_sparsity = False
+    ablations = ("none",)  # no mask to ablate
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         model = context.new_model()

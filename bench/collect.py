@@ -2,7 +2,9 @@
 
 The report reads nothing else: `metrics.json` gives the records, `spec.json` what was asked for,
 `status.json` whether the job is done, failed or still pending, and `provenance.json` the code
-version. Given the specs of a grid, jobs of the grid with no folder yet are listed as missing.
+version. Given the specs of a grid, jobs of the grid with no folder yet are listed as missing. Records
+carry their job's `ablation`; an ablated job's method reads e.g. `snip (shuffle)`, so the tables and
+figures give it its own row and curve.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import pandas as pd
 
 from bench.atomic import read_json
 from bench.jobs import DONE, FAILED, JOBS_FOLDER, read_metrics, read_status
-from bench.spec import FOUND, JobSpec
+from bench.spec import FOUND, NO_ABLATION, JobSpec
 
 MISSING = "missing"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
-               "git_sha"]
+               "git_sha", "ablation"]
 
 
 def level_label(sparsity: float | str | None) -> str:
@@ -60,6 +62,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         "error": status.get("error", ""),
         "folder": str(folder),
         "git_sha": (provenance.get("git") or {}).get("sha"),
+        "ablation": spec.ablation,
     }
 
 
@@ -82,6 +85,9 @@ def collect(results: Path, specs: list[JobSpec] | None = None) -> Collection:
             row = {key: job[key] for key in ("level", "hparams", "train", "git_sha")}
             row |= {key: value for key, value in record.items() if key != "extra"}
             row["extra"] = record.get("extra", {})
+            row["ablation"] = job["ablation"]
+            if job["ablation"] != NO_ABLATION:  # an ablated method is its own row of every table and figure
+                row["method"] = f"{row['method']} ({job['ablation']})"
             record_rows.append(row)
     jobs = pd.DataFrame(job_rows, columns=JOB_COLUMNS)
     records = pd.DataFrame(record_rows)

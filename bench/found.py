@@ -26,7 +26,7 @@ def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSp
     if hparams is None:
         hparams = analysis_hparams(spec.hparams) if spec.method.startswith("imc-") else spec.analysis
     return JobSpec(method=ANALYSIS_METHOD, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
-                   train=dict(spec.train), hparams=dict(hparams))
+                   train=dict(spec.train), hparams=dict(hparams), image_size=spec.image_size)
 
 
 def found_sparsity(spec: JobSpec, results: Path, hparams: dict[str, Any] | None = None) -> float:

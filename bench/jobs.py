@@ -21,19 +21,19 @@ import io
 import socket
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.atomic import read_json, write_json, write_text
-from bench.data import DeviceData, load_dataset
+from bench.data import DataSettings, DeviceData, load_dataset
 from bench.errors import BenchError, DivergedError
 from bench.provenance import provenance
 from bench.spec import FOUND, JobSpec, RunSettings
 from bench.train import EpochLog, Trainer, TrainSettings
-from methods.base import JobContext, build_settings, check_record
+from methods.base import JobContext, build_settings, check_ablation, check_record
 from methods.registry import get_method
 
 JOBS_FOLDER = "jobs"
@@ -116,19 +116,29 @@ def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -
     """Everything a method needs to run `spec` in `folder`: settings, data on the device, the trainer."""
     method_class = get_method(spec.method)
     method = method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
+    check_ablation(method_class, spec.ablation)
     sparsity = resolve_sparsity(spec, method_class, results)
     train_settings = train_settings_for(spec)
-    data = DeviceData(load_dataset(spec.dataset, run.data), torch.device(run.device))
+    data = DeviceData(load_dataset(spec.dataset, data_settings_for(spec, run)), torch.device(run.device))
     trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=run.progress,
                       checkpoint_interval_s=run.checkpoint_interval_s)
     return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
 
 
+def data_settings_for(spec: JobSpec, run: RunSettings) -> DataSettings:
+    """This machine's data settings with the job's `image_size` (which is part of the job, not the machine)."""
+    return run.data if spec.image_size is None else replace(run.data, image_size=spec.image_size)
+
+
 def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
     context = make_context(spec, run, folder, results)
+    if spec.image_size is not None and context.data.data.image_size != spec.image_size:
+        raise BenchError(f"image_size {spec.image_size} does not apply to dataset {spec.dataset} (its images are "
+                         f"{context.data.data.image_size}x{context.data.data.image_size}); accepted: image_size with "
+                         "the resizing datasets imagefolder and imagenet-sub")
     origin = {"dataset": spec.dataset, "data_root": run.data.data_root, "layout": context.data.data.layout}
     write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin})
-    records = context.method.run(context)
+    records = context.run_method()
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")
     for record in records:

@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="training epochs of one full run (recipe: 160)")
     parser.add_argument("--sparsity", help="comma-separated requested sparsities in [0, 1), 'found' (IMC's s*), "
                         "'paper' (the s* the paper reports for the dataset and arch) or 'sweep'")
+    parser.add_argument("--image-size", type=int, help="side length images are resized to (imagefolder, imagenet-sub)")
+    parser.add_argument("--ablation", help="comma-separated sanity ablations: none, shuffle, reinit, invert")
     parser.add_argument("--results", default="results", help="results folder (default: results/)")
     parser.add_argument("--data-root", help="folder holding the dataset's files")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     device = _device(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
-                    sparsities=parse_sparsities(args.sparsity) if args.sparsity else None)
+                    sparsities=parse_sparsities(args.sparsity) if args.sparsity else None,
+                    ablations=_list(args.ablation), image_size=args.image_size)
     planned = grid.plan(parse_filters(args.filter))
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
@@ -156,6 +159,7 @@ def summary_table(specs: list[JobSpec], results: Path) -> str:
                 "dataset": spec.dataset,
                 "arch": spec.arch,
                 "trial": spec.trial,
+                "ablation": spec.ablation,
                 "round": record["round"] if record else "",
                 "sparsity": f"{record['achieved_sparsity']:.3f}" if record else "",
                 "accuracy": f"{record['accuracy']:.4f}" if record else "",

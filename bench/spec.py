@@ -21,6 +21,7 @@ from bench.errors import BenchError, check_sparsity
 
 FOUND = "found"
 HASH_LENGTH = 10
+NO_ABLATION = "none"
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,25 @@ class JobSpec:
     """For a job at sparsity "found": the IMC settings of the analysis whose s* it takes (empty: IMC's
     defaults). A grid sets it to its IMC variants' analysis settings, so every method of a trial is
     compared at the s* the IMC rows report."""
+    ablation: str = NO_ABLATION
+    """A sanity ablation of the method's mask (`bench.ablations`: none, shuffle, reinit, invert)."""
+    image_size: int | None = None
+    """Side length the dataset's images are resized to (None: the dataset's own, 32 for the resizing
+    sources, so 32 is stored as None); part of the identity because it changes the result."""
 
     def __post_init__(self) -> None:
+        from bench.ablations import ABLATIONS
+
         if self.sparsity is not None and self.sparsity != FOUND:
             object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
         if not isinstance(self.trial, int) or self.trial < 0:
             raise BenchError(f"trial {self.trial!r} is not valid; accepted: an integer >= 0")
+        ABLATIONS.get(self.ablation)
+        if self.image_size == DataSettings().image_size:  # the resizing sources' default: the same job
+            object.__setattr__(self, "image_size", None)
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or self.image_size < 1):
+            raise BenchError(f"image_size {self.image_size!r} is not valid; accepted: an integer >= 1")
 
     def canonical(self) -> dict[str, Any]:
         """The spec as a dict without the fields, training overrides and settings at their defaults."""
@@ -74,7 +88,8 @@ class JobSpec:
             level = "sfound"
         else:
             level = f"s{self.sparsity:g}"
-        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}-{self.digest()}"
+        ablation = "" if self.ablation == NO_ABLATION else f"-{self.ablation}"
+        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}{ablation}-{self.digest()}"
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> JobSpec:

@@ -4,8 +4,10 @@ A method is a `Method` subclass with a `Settings` dataclass, registered by name
 (`methods.registry.register`). Its `run(context)` builds models, trains them, scores and masks them
 through the `JobContext` and returns one record per round (`context.record(...)`). The context owns
 everything shared: the trial's init (`new_model`), the one training loop (`train`), exact-count
-thresholding (`bench.masks`), timers for scoring/analysis time, snapshots in `ckpt/`, and the common
-record fields, so that methods differ only in what makes them different.
+thresholding (`bench.masks`), timers for scoring/analysis time, snapshots in `ckpt/`, the common
+record fields and the job's sanity ablation (`bench.ablations`: applied where every mask is handed to
+the training loop, and around the method's run for `invert`), so that methods differ only in what
+makes them different.
 """
 
 from __future__ import annotations
@@ -21,21 +23,22 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bench.ablations import ABLATION_NAMES, ABLATIONS, shuffle_masks
 from bench.atomic import torch_save
 from bench.data import DeviceData
 from bench.errors import BenchError
 from bench.flops import layer_macs, pruned_macs
-from bench.masks import Masks, check_binary, layer_table, sparsity_report
+from bench.masks import Masks, check_binary, keep_lowest, layer_table, sparsity_report
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
-from bench.spec import JobSpec
+from bench.spec import NO_ABLATION, JobSpec
 from bench.train import Evaluation, PhaseResult, Trainer, TrainSettings
 
 SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (
     "job_id", "method", "dataset", "arch", "trial", "round", "requested_sparsity", "achieved_sparsity",
     "density", "compression", "prunable_weights", "kept_weights", "total_parameters", "flops", "dense_flops", "accuracy", "top5",
-    "test_loss", "epochs", "runtime_s", "scoring_s", "device",
+    "test_loss", "epochs", "runtime_s", "scoring_s", "device", "ablation",
 )
 
 
@@ -84,6 +87,8 @@ class Method(ABC):
     """True for methods that find their own sparsity (IMC, Continuous Sparsification): no tolerance check."""
     quick_hparams: ClassVar[dict[str, Any]] = {}
     """Settings that make a smoke run cheap (the contract test and the offline default grid use them)."""
+    ablations: ClassVar[tuple[str, ...]] = ABLATION_NAMES
+    """The sanity ablations the method takes (`bench.ablations`); "none" only for methods without a mask."""
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -91,6 +96,26 @@ class Method(ABC):
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         """Run the job; return one record per round, each made by `context.record`."""
+
+
+class Pruner(ABC):
+    """A method that makes a mask without training: what `bench.api.prune` runs in a user's own loop.
+
+    `prune` sees only the model, the labelled batches (already on the model's device), the sparsity, a
+    seed and the input shape (C, H, W), so the same code serves a job and any `nn.Module`."""
+
+    @abstractmethod
+    def prune(self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        """The mask of `model` at exactly `sparsity`; must not change `model`."""
+
+
+def check_ablation(method_class: type[Method], ablation: str) -> None:
+    """A one-line error unless `method_class` takes `ablation`."""
+    ABLATIONS.get(ablation)
+    if ablation not in method_class.ablations:
+        raise BenchError(f"method {method_class.name} does not take ablation {ablation!r}; accepted: "
+                         f"{', '.join(method_class.ablations)}")
 
 
 class JobContext:
@@ -114,6 +139,8 @@ class JobContext:
         self._layer_macs: dict[str, int] | None = None
         self.last_recorded: tuple[nn.Module, Masks | None] | None = None
         """The model and masks of the latest record (the contract test inspects them)."""
+        self.ablation = ABLATIONS.get(spec.ablation)
+        self.ablated_phases: list[str] = []
 
     @property
     def results_dir(self) -> Path:
@@ -137,12 +164,35 @@ class JobContext:
         model = build_model(self.spec.arch, self.model_input, self.seed(*(seed_names or ("init",))))
         return model.to(self.device)
 
+    def run_method(self) -> list[dict[str, Any]]:
+        """The method's records for this job, under its ablation; an ablation that changed nothing fails."""
+        with keep_lowest(self.ablation.keeps_lowest) as ranking:
+            records = self.method.run(self)
+        acted = bool(self.ablated_phases) if self.ablation.acts_on_masks else ranking.thresholds > 0
+        if self.ablation.name != NO_ABLATION and not acted:
+            raise RuntimeError(f"ablation {self.ablation.name} changed nothing in method {self.method.name}: "
+                               "no mask reached the training loop or no score was thresholded")
+        return records
+
     def train(self, model: nn.Module, phase: str, masks: Masks | None = None, settings: TrainSettings | None = None,
               **options: Any) -> PhaseResult:
-        """Train through the shared loop (resumable per phase); accumulates the training time."""
+        """Train through the shared loop (resumable per phase); accumulates the training time.
+
+        A mask handed in is ablated first (`shuffle`: new positions per layer; `reinit`: `model`'s
+        weights re-drawn in place), seeded by the trial and the phase."""
+        if masks is not None and self.ablation.acts_on_masks:
+            masks = self._ablate(model, masks, phase)
         result = self.trainer.train(model, phase, settings or self.train_settings, masks=masks, **options)
         self.train_seconds += result.seconds
         return result
+
+    def _ablate(self, model: nn.Module, masks: Masks, phase: str) -> Masks:
+        if self.ablation.shuffles_positions:
+            masks = shuffle_masks(masks, self.seed("ablation", "shuffle", phase))
+        if self.ablation.redraws_weights:
+            model.load_state_dict(self.new_model("ablation", "reinit", phase).state_dict())
+        self.ablated_phases.append(phase)
+        return masks
 
     def schedule(self, **changes: Any) -> TrainSettings:
         """The job's recipe with some fields changed (e.g. epochs, lr for fine-tuning)."""
@@ -200,6 +250,7 @@ class JobContext:
             "runtime_s": self.train_seconds + self.scoring_seconds,
             "scoring_s": self.scoring_seconds,
             "device": device_name(self.device),
+            "ablation": self.spec.ablation,
             "extra": extra,
         }
 
