@@ -18,6 +18,7 @@ trial sees the same batches at the same epoch (paired comparisons).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
@@ -29,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.atomic import torch_save
+from bench.atomic import CorruptFileError, load_checked, save_checked, write_text
 from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
@@ -71,21 +72,33 @@ EPOCH_COLUMNS = [
 
 
 class EpochLog:
-    """`epochs.csv`: one row per trained epoch, flushed as it is written."""
+    """`epochs.csv`: one row per trained epoch, flushed as it is written.
+
+    When a phase starts, the file is rewritten atomically without that phase's rows past its
+    checkpoint, so every epoch appears exactly once; a torn last row (a crash during the append) is
+    dropped then, never fatal.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+
+    def rows(self) -> list[dict]:
+        """The complete rows of the file (a torn or foreign row is skipped)."""
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="", errors="replace") as handle:
+            return [row for row in csv.DictReader(handle) if _complete_row(row)]
 
     def drop_after(self, phase: str, epoch: int) -> None:
         """Forget rows of `phase` past `epoch` (written by an attempt that did not checkpoint them)."""
         if not self.path.exists():
             return
-        with self.path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if not (row["phase"] == phase and int(row["epoch"]) > epoch)]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, EPOCH_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        rows = [row for row in self.rows() if not (row["phase"] == phase and int(row["epoch"]) > epoch)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, EPOCH_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, buffer.getvalue())
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +109,17 @@ class EpochLog:
                 writer.writeheader()
             writer.writerow(row)
             handle.flush()
+
+
+def _complete_row(row: dict) -> bool:
+    if None in row or any(row.get(column) is None for column in EPOCH_COLUMNS):
+        return False
+    try:
+        int(row["epoch"])
+        float(row["seconds"])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -156,14 +180,28 @@ class Trainer:
     def checkpoint_path(self, phase: str) -> Path:
         return self.ckpt_dir / f"{phase}.pt"
 
+    def previous_checkpoint_path(self, phase: str) -> Path:
+        return self.ckpt_dir / f"{phase}.previous.pt"
+
     def load_checkpoint(self, phase: str) -> dict | None:
-        path = self.checkpoint_path(phase)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location=self.data.device, weights_only=False)
-        except Exception as error:
-            raise BenchError(f"checkpoint {path} is corrupt ({type(error).__name__}); delete it to redo phase {phase!r}") from None
+        """The phase's latest good checkpoint: the last one, else the one before it, else None.
+
+        A checkpoint that fails its checksum or holds more than tensors and numbers is set aside as
+        `<name>.corrupt` (never unpickled with code), and the phase resumes from the previous good
+        checkpoint or restarts; the job's log says which.
+        """
+        for path in (self.checkpoint_path(phase), self.previous_checkpoint_path(phase)):
+            if not path.exists():
+                continue
+            try:
+                return load_checked(path, map_location=self.data.device)
+            except CorruptFileError as error:
+                path.replace(path.with_name(path.name + ".corrupt"))
+                fallback = self.previous_checkpoint_path(phase)
+                then = (f"resuming phase {phase!r} from the previous checkpoint {fallback.name}"
+                        if path != fallback and fallback.exists() else f"restarting phase {phase!r}")
+                print(f"warning: {error}; set aside as {path.name}.corrupt, {then}", file=sys.stderr, flush=True)
+        return None
 
     def train(
         self,
@@ -264,7 +302,12 @@ class Trainer:
                 buffer.mul_(mask)
 
     def _save(self, phase, model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs) -> None:
-        torch_save(self.checkpoint_path(phase), {
+        """Checkpoint the phase (checksummed, tensors and numbers only); the one before is kept as
+        `<phase>.previous.pt`, the fallback when the latest turns out corrupt."""
+        path = self.checkpoint_path(phase)
+        if path.exists():
+            path.replace(self.previous_checkpoint_path(phase))
+        save_checked(path, {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "masks": masks,
