@@ -50,6 +50,7 @@ from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
 from bench.provenance import REPO_ROOT
+from bench.slurm_limits import check_request
 from bench.spec import RunSettings
 from bench.tracking import JobState, append_jobs_log, job_states
 
@@ -305,7 +306,10 @@ def slurm_executor(results: Path, settings: SlurmSettings) -> submitit.AutoExecu
 
 def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, settings: SlurmSettings,
                  retry_failed: bool = False, echo: Printer = print) -> Outcome:
-    """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting."""
+    """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting.
+
+    A request that no node of the partition can meet is refused first (`bench.slurm_limits`)."""
+    check_request(settings.partition, settings.cpus_per_job, settings.mem_gb, settings.gpus_per_job, settings.time_min)
     results = Path(results).resolve()
     run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
     states = job_states(results, [job.job_id for job in planned])

@@ -151,14 +151,14 @@ def files_fingerprint(paths: list[Path]) -> dict:
     return {"files": len(entries), "sha256": hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]}
 
 
-def _cache_path(name: str, source: Source, settings: DataSettings) -> Path:
+def cache_path(name: str, source: Source, settings: DataSettings) -> Path:
     key = json.dumps({"source": name, **source.cache_key(settings)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return settings.resolved_cache_dir() / f"{name}-{digest}.pt"
 
 
 def _load_cached(name: str, source: Source, settings: DataSettings) -> ImageData:
-    path = _cache_path(name, source, settings)
+    path = cache_path(name, source, settings)
     if path.exists():
         try:
             return ImageData(**load_checked(path))
@@ -167,7 +167,7 @@ def _load_cached(name: str, source: Source, settings: DataSettings) -> ImageData
     data = source.load(settings)
     _check_classes(name, data)
     # the key again: a download may have created the files that the key fingerprints
-    save_checked(_cache_path(name, source, settings), data.to_dict())
+    save_checked(cache_path(name, source, settings), data.to_dict())
     return data
 
 
