@@ -30,13 +30,11 @@ CHECKED_MAGIC = b"prunebench-sha256 "
 DIGEST_LENGTH = 64
 
 
-def _umask() -> int:
+def file_mode() -> int:
+    """The mode a new file gets under the user's umask (0666 minus the umask)."""
     current = os.umask(0o022)
     os.umask(current)
-    return current
-
-
-FILE_MODE = 0o666 & ~_umask()
+    return 0o666 & ~current
 
 
 class CorruptFileError(BenchError):
@@ -49,7 +47,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.fchmod(descriptor, FILE_MODE)
+        os.fchmod(descriptor, file_mode())
         with os.fdopen(descriptor, "wb") as handle:
             write(handle)
             handle.flush()

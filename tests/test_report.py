@@ -107,7 +107,7 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     readme = (out / "README.md").read_text()
     assert "grasp" in readme and "diverged: training loss became nan" in readme
     assert "synflow" in readme.split("## Missing, corrupt or unfinished jobs")[1]
-    assert "1 failed, 1 missing" in readme
+    assert "1 failed, 0 blocked by a failed job, 1 missing" in readme
     for name in (f"accuracy-vs-sparsity-{DATASET}-{ARCH}", f"cost-{DATASET}-{ARCH}", "imc-spectrum"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
