@@ -88,6 +88,7 @@ def found_sparsity(scores: dict[str, torch.Tensor]) -> float:
 class ContinuousSparsification(Method):
     Settings = ContinuousSparsificationSettings
     finds_sparsity = True
+    snapshot_types = (SearchState,)
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from bench import preflight
 from bench.cli import guarded, resolve_device
 from bench.data import DataSettings
 from bench.errors import BenchError
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
                     sparsities=parse_sparsities(args.sparsity) if args.sparsity else None,
                     ablations=_list(args.ablation), image_size=args.image_size)
+    preflight.check_grid(grid)
     planned = grid.plan(parse_filters(args.filter))
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
     run = RunSettings(device=device,
                       data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
+    preflight.check_run(planned, results, run, args.executor)
     if args.executor == "slurm":
         settings = SlurmSettings(
             partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,

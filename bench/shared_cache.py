@@ -2,7 +2,9 @@
 
 A stage lives in `<root>/<name>-<hash>/`, the hash being a sha256 prefix of the canonical JSON of its
 key (open_lth's rule: the folder name is derived from what determines the result). The folder holds
-`key.json` (the key, for people), `result.pt` (written atomically, `bench.atomic`) and `lock`. The
+`key.json` (the key, for people), `result.pt` (written atomically with a checksum and read back with
+`weights_only=True`, `bench.atomic`: a result that fails either check is set aside as
+`result.pt.corrupt` and recomputed, and the job's log says so) and `lock`. The
 first job to need a stage takes an exclusive `fcntl.flock` on `lock`, computes, writes and releases;
 a job that arrives meanwhile blocks on the lock and then loads the finished file, so two jobs started
 at once never both compute it. The kernel drops the lock when its holder dies, so a crashed job never
@@ -16,15 +18,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from bench.atomic import torch_save, write_json
+from bench.atomic import CorruptFileError, load_checked, save_checked, write_json
 
 HASH_LENGTH = 12
 RESULT_FILE = "result.pt"
@@ -64,10 +65,29 @@ def cached_stage(root: Path, name: str, key: dict[str, Any], compute: Callable[[
     """The stage's stored result, or `compute(folder)` under the stage's lock, stored atomically."""
     folder = stage_folder(root, name, key)
     result = folder / RESULT_FILE
+    value = _load_result(result)
+    if value is not None:
+        return Stage(value, folder, False)
+    with exclusive(folder / "lock"):
+        value = _load_result(result)  # somebody may have finished it while we waited
+        if value is not None:
+            return Stage(value, folder, False)
+        write_json(folder / "key.json", key)
+        save_checked(result, compute(folder))
+        return Stage(load_checked(result), folder, True)
+
+
+def _load_result(result: Path) -> Any:
+    """The stored result, or None if there is none or it is corrupt (set aside, to be recomputed)."""
     if not result.exists():
-        with exclusive(folder / "lock"):
-            if not result.exists():  # nobody finished it while we waited
-                write_json(folder / "key.json", key)
-                torch_save(result, compute(folder))
-                return Stage(torch.load(result, map_location="cpu", weights_only=False), folder, True)
-    return Stage(torch.load(result, map_location="cpu", weights_only=False), folder, False)
+        return None
+    try:
+        return load_checked(result)
+    except CorruptFileError as error:
+        try:
+            result.replace(result.with_name(result.name + ".corrupt"))
+        except FileNotFoundError:  # another job set it aside first
+            pass
+        print(f"warning: {error}; set aside as {result.name}.corrupt, recomputing the stage", file=sys.stderr,
+              flush=True)
+        return None

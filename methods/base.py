@@ -12,6 +12,7 @@ makes them different.
 
 from __future__ import annotations
 
+import sys
 import time
 import typing
 from abc import ABC, abstractmethod
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from bench.ablations import ABLATION_NAMES, ABLATIONS, shuffle_masks
-from bench.atomic import torch_save
+from bench.atomic import CorruptFileError, load_checked, save_checked
 from bench.data import DeviceData
 from bench.errors import BenchError
 from bench.flops import layer_macs, pruned_macs
@@ -66,6 +67,8 @@ def _convert(value: Any, hint: Any, what: str) -> Any:
         if isinstance(value, bool):
             return value
         raise BenchError(f"{what} = {value!r} is not a boolean; accepted: true, false")
+    if hint is int and isinstance(value, bool | float):
+        raise BenchError(f"{what} = {value!r} is not an integer; accepted: a whole number such as {int(value)}")
     if hint in (int, float):
         try:
             return hint(value)
@@ -89,6 +92,9 @@ class Method(ABC):
     """Settings that make a smoke run cheap (the contract test and the offline default grid use them)."""
     ablations: ClassVar[tuple[str, ...]] = ABLATION_NAMES
     """The sanity ablations the method takes (`bench.ablations`); "none" only for methods without a mask."""
+    snapshot_types: ClassVar[tuple[type, ...]] = ()
+    """Classes besides tensors, containers and numbers that the method's snapshots hold (allow-listed
+    for the `weights_only` load; nothing else in a snapshot file is ever constructed)."""
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -213,11 +219,20 @@ class JobContext:
         return self.job_dir / "ckpt" / f"{name}.snapshot.pt"
 
     def save_snapshot(self, name: str, value: Any) -> None:
-        torch_save(self.snapshot_path(name), value)
+        """Store `value` (tensors, containers, numbers and the method's `snapshot_types`), checksummed."""
+        save_checked(self.snapshot_path(name), value)
 
     def load_snapshot(self, name: str) -> Any:
+        """The stored snapshot, or None when it is missing or corrupt (then the method recomputes it)."""
         path = self.snapshot_path(name)
-        return torch.load(path, map_location=self.device, weights_only=False) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return load_checked(path, map_location=self.device, safe_types=self.method.snapshot_types)
+        except CorruptFileError as error:
+            path.replace(path.with_name(path.name + ".corrupt"))
+            print(f"warning: {error}; set aside as {path.name}.corrupt, recomputing it", file=sys.stderr, flush=True)
+            return None
 
     def record(self, model: nn.Module, masks: Masks | None, evaluation: Evaluation, epochs: int, round: int = 0,
                requested_sparsity: float | None = None, **extra: Any) -> dict[str, Any]:
