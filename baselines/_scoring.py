@@ -8,7 +8,6 @@ Gradients are taken with `torch.autograd.grad` on the prunable weights only, so 
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +18,7 @@ from torch.nn import functional as F
 
 from bench.data import DeviceData
 from bench.masks import Masks, prunable_parameters
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, Pruner
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Gradients = dict[str, torch.Tensor]
@@ -113,18 +112,29 @@ def scoring_batches(data: DeviceData, count: int, batch_size: int, seed: int, au
             for start in range(0, len(labels), batch_size)]
 
 
-class PruneAtInit(Method):
+class PruneAtInit(Method, Pruner):
     """Score the trial's init theta_0, mask it, then train the masked net with the recipe.
 
-    Subclasses give `init_masks`. The mask and its scoring time are kept as a snapshot, so a resumed
-    job neither scores again nor loses the time it took.
+    Subclasses give `prune` (the `Pruner` contract, also run by `bench.api.prune`) and, where they use
+    data, `job_batches` (what they score in a job). The mask and its scoring time are kept as a
+    snapshot, so a resumed job neither scores again nor loses the time it took.
     """
 
     MASKS_SNAPSHOT = "init_masks"
 
-    @abstractmethod
+    def job_batches(self, context: JobContext) -> list[Batch]:
+        """The labelled batches the method scores in a job, drawn with the trial's seed (none here)."""
+        return []
+
+    def job_seed(self, context: JobContext) -> int:
+        """The seed `prune` gets in a job (the trial's seed for the method's name)."""
+        return context.seed(self.name)
+
     def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
-        """The mask for `model` (the trial's init) at `context.sparsity`; must not change `model`."""
+        """The mask for `model` (the trial's init) at `context.sparsity`."""
+        size = context.model_input.image_size
+        return self.prune(model, self.job_batches(context), context.sparsity, self.job_seed(context),
+                          (context.model_input.in_channels, size, size))
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         model = context.new_model()

@@ -22,7 +22,8 @@ runs) is capped at the round's length (`rewind_epoch_used` in the record).
 
 The search does not depend on the requested sparsity: it is one shared stage (`bench.stages`) per
 (dataset, arch, trial, recipe, CS settings), computed by the first job that needs it and read by
-every level; it checkpoints after every epoch in its stage folder and keeps the rewind state there.
+every level; it checkpoints after every epoch in its stage folder (`bench.train.write_checkpoint`:
+checksummed, the one before kept as the fallback) and keeps the rewind state there (checksummed).
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from bench.atomic import torch_save
+from bench.atomic import load_checked, save_checked
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.spec import JobSpec
 from bench.stages import StageNeed, StageSpec, recipe_key
-from bench.train import TrainSettings
+from bench.train import TrainSettings, load_latest_checkpoint, write_checkpoint
 from methods.base import JobContext, Method
 from methods.registry import register
 
@@ -135,8 +136,8 @@ class ContinuousSparsification(Method):
         score_optimizer = torch.optim.SGD(list(scores.values()), weight_decay=0.0, **sgd)
         schedule = context.schedule(epochs=round_epochs, lr_drops=settings.round_lr_drops)
         checkpoint, rewind_path = folder / SEARCH_CHECKPOINT, folder / REWIND_STATE
-        state = SearchState(**torch.load(checkpoint, map_location=context.device, weights_only=True)) \
-            if checkpoint.exists() else None
+        stored = load_latest_checkpoint(checkpoint, context.device, "the search")
+        state = SearchState(**stored) if stored is not None else None
         first_round, first_epoch, seconds = 0, 0, 0.0
         if state is not None:
             model.load_state_dict(state.model)
@@ -172,12 +173,12 @@ class ContinuousSparsification(Method):
                         for score in scores.values():
                             score.mul_(settings.final_temperature).clamp_(max=settings.mask_initial_value)
                 if round_index == 0 and epoch + 1 == rewind_epoch:
-                    torch_save(rewind_path, model.state_dict())
+                    save_checked(rewind_path, model.state_dict())
                 seconds += time.perf_counter() - started
                 next_round, next_epoch = (round_index + 1, 0) if last_epoch else (round_index, epoch + 1)
-                torch_save(checkpoint, vars(SearchState(
+                write_checkpoint(checkpoint, vars(SearchState(
                     next_round, next_epoch, model.state_dict(), {name: score.detach() for name, score in scores.items()},
                     weight_optimizer.state_dict(), score_optimizer.state_dict(), seconds)))
         return {"scores": {name: score.detach().cpu() for name, score in scores.items()},
-                "rewind_state": torch.load(rewind_path, map_location="cpu", weights_only=True) if rewind_epoch else None,
+                "rewind_state": load_checked(rewind_path) if rewind_epoch else None,
                 "epochs": settings.rounds * round_epochs, "seconds": seconds}

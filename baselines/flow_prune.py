@@ -94,6 +94,7 @@ def importance(model: nn.Module, measure: str, gradient: dict[str, torch.Tensor]
 class FlowPrune(Method):
     Settings = FlowPruneSettings
     quick_hparams = {"rounds": 2, "importance_samples": 256}
+    ablations = ("none", "invert")  # its masks change during training, never handed to the loop at a start
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings

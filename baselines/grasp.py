@@ -64,20 +64,29 @@ def halves(batches: Sequence[Batch]) -> list[Batch]:
 class Grasp(PruneAtInit):
     Settings = GraspSettings
 
-    def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
+    def job_batches(self, context: JobContext) -> list[Batch]:
         settings = self.settings
         few_classes = context.data.data.num_classes <= FEW_CLASSES
         per_class = settings.samples_per_class or (10 if few_classes else 5)
         iterations = settings.iterations or (1 if few_classes else 2)
-        batches = [half for draw in range(iterations)
-                   for half in halves(class_balanced_sample(context.data, per_class, context.seed("grasp", draw)))]
+        return [half for draw in range(iterations)
+                for half in halves(class_balanced_sample(context.data, per_class, context.seed("grasp", draw)))]
+
+    def job_seed(self, context: JobContext) -> int:
+        return context.seed("grasp", "xavier")
+
+    def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        """The batches are scored as given (a job gives the official class-sorted halves); `seed` draws
+        the classifier's xavier re-draw in the scoring copy."""
+        settings = self.settings
         scoring_copy = copy.deepcopy(model)
         if settings.reinit_classifier:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(context.seed("grasp", "xavier"))
+                torch.manual_seed(seed)
                 for module in scoring_copy.modules():
                     if isinstance(module, nn.Linear):
                         nn.init.xavier_normal_(module.weight)
         with bn_mode(scoring_copy, train=True):
             scores = grasp_scores(scoring_copy, batches, settings.temperature)
-        return grasp_mask(scores, context.sparsity)
+        return grasp_mask(scores, sparsity)

@@ -128,6 +128,7 @@ class IterativeMagnitudePruning(Method):
             model = start.model
             result = context.train(model, f"round{round_index}", masks=masks, settings=start.settings,
                                    start_epoch=start.start_epoch)
+            masks = result.masks  # the mask trained (an ablated one under the shuffle ablation)
             epochs += result.epochs
             records.append(context.record(model, result.masks, result.evaluation, epochs, round=round_index,
                                           requested_sparsity=target, job_requested_sparsity=context.sparsity))

@@ -12,12 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.masks import global_mask, magnitude_scores
+from torch import nn
+
+from bench.masks import Masks, global_mask, magnitude_scores
 from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, Pruner
 from methods.registry import register
 
 
@@ -27,18 +29,23 @@ class MagnitudeSettings:
 
 
 @register("magnitude")
-class Magnitude(Method):
+class Magnitude(Method, Pruner):
     Settings = MagnitudeSettings
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
         return [trajectory_need(spec, recipe)]
+
+    def prune(self, model: nn.Module, batches: list, sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        """One global |w| threshold over the weights `model` has now (trained, or an init)."""
+        return global_mask(magnitude_scores(model), sparsity)
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         trained = context.dense_trajectory()
         model = context.new_model()
         model.load_state_dict(trained.final_state)
         with context.timed_scoring():
-            masks = global_mask(magnitude_scores(model), context.sparsity)
+            masks = self.prune(model, [], context.sparsity, context.seed(self.name), None)
         finetune = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)
         result = context.train(model, "finetune", masks=masks, settings=finetune)
         return [context.record(model, result.masks, result.evaluation, trained.epochs + result.epochs,

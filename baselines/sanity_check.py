@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from baselines._scoring import PruneAtInit
+from baselines._scoring import Batch, PruneAtInit
 from bench.errors import BenchError
 from bench.masks import Masks, keep_count, layerwise_count_mask, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 
@@ -81,11 +80,12 @@ def classifier_name(model: nn.Module) -> str:
 class SanityCheck(PruneAtInit):
     Settings = SanityCheckSettings
 
-    def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
+    def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
         weights = prunable_parameters(model)
         counts = smart_ratio_counts({name: weight.numel() for name, weight in weights.items()},
-                                    classifier_name(model), context.sparsity, self.settings.classifier_keep_ratio)
-        generator = torch.Generator().manual_seed(context.seed("sanity-check"))
+                                    classifier_name(model), sparsity, self.settings.classifier_keep_ratio)
+        generator = torch.Generator().manual_seed(seed)
         random_scores = {name: torch.rand(weight.shape, generator=generator).to(weight.device)
                          for name, weight in weights.items()}
         return layerwise_count_mask(random_scores, counts)

@@ -32,7 +32,10 @@ def snip_scores(model: nn.Module, batches: Sequence[Batch]) -> dict[str, torch.T
 
 @register("snip")
 class Snip(PruneAtInit):
-    def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
+    def job_batches(self, context: JobContext) -> list[Batch]:
         batch_size = context.train_settings.batch_size
-        batches = scoring_batches(context.data, batch_size, batch_size, context.seed("snip"), augment=False)
-        return global_mask(snip_scores(model, batches), context.sparsity)
+        return scoring_batches(context.data, batch_size, batch_size, context.seed("snip"), augment=False)
+
+    def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        return global_mask(snip_scores(model, batches), sparsity)

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from baselines._scoring import PruneAtInit, bn_mode
+from baselines._scoring import Batch, PruneAtInit, bn_mode
+from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, masks_to, ones_masks, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 
@@ -71,7 +71,8 @@ class Synflow(PruneAtInit):
     Settings = SynflowSettings
     quick_hparams = {"iterations": 5}
 
-    def init_masks(self, context: JobContext, model: nn.Module) -> Masks:
-        size = context.model_input.image_size
-        input_shape = (context.model_input.in_channels, size, size)
-        return synflow_mask(model, input_shape, context.sparsity, self.settings.iterations)
+    def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        if input_shape is None:
+            raise BenchError("synflow needs the input shape (C, H, W); accepted: one batch of images or input_shape")
+        return synflow_mask(model, input_shape, sparsity, self.settings.iterations)

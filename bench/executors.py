@@ -21,8 +21,12 @@ computed by the first job that needs it, under its lock, and the others load it 
   one array. Every submission is appended to `jobs.jsonl` for `bench.status`.
 
 The job's Python is the submitter's `sys.executable`; the job's working directory and `PYTHONPATH`
-are set to this checkout's root, so it imports the same code as the submitter (an editable install
-elsewhere does not win).
+are set to this checkout's root (quoted: a path with a space works), so it imports the same code as
+the submitter (an editable install elsewhere does not win).
+
+A job whose lock another live process holds (a second `bench.run` on the same results folder, or a
+second SLURM attempt) is skipped with a line naming the holder; the jobs waiting for it are skipped
+too, without counting as failures. A `local` worker ends when the `bench.run` that started it dies.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ import concurrent.futures
 import multiprocessing
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,11 +47,13 @@ from typing import Any
 
 import submitit
 
+from bench.atomic import CorruptFileError, load_checked
 from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import request_stages, run_job
 from bench.provenance import REPO_ROOT
+from bench.slurm_limits import check_request
 from bench.spec import RunSettings
 from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, write_spec
 from bench.tracking import JobState, append_jobs_log, job_states
@@ -79,6 +87,7 @@ class Outcome:
     states: dict[str, str] = field(default_factory=dict)
     blocked: dict[str, str] = field(default_factory=dict)  # job id -> why (a dependency failed)
     submitted: list[dict[str, Any]] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # job id -> why another run has it (not a failure)
 
     @property
     def failed(self) -> int:
@@ -103,6 +112,9 @@ class SpecJob(submitit.helpers.Checkpointable):
             torch.set_num_threads(int(cpus))
         print(describe_resume(Path(spec_path).parent), flush=True)
         status = run_job(spec_path, retry_failed=self.retry_failed)
+        if "held_by" in status:  # fail, so that afterok dependents never start before the holder finishes
+            raise RuntimeError(f"job {Path(spec_path).parent.name} is held by {status['held_by']}; "
+                               "this attempt skips it")
         if status["state"] != DONE:
             raise RuntimeError(f"job {Path(spec_path).parent.name} {status['state']}: {status.get('error')}")
         return status["state"]
@@ -117,14 +129,14 @@ class SpecJob(submitit.helpers.Checkpointable):
 
 def describe_resume(folder: Path) -> str:
     """One log line: which attempt this is and which epoch checkpoints it resumes from."""
-    import torch
-
     status = read_status(folder)
     checkpoints = []
     for path in sorted((folder / "ckpt").glob("*.pt")):
+        if path.name.endswith((".snapshot.pt", ".previous.pt")):
+            continue
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # a torn file: the trainer reports it
+            state = load_checked(path)
+        except CorruptFileError:  # the trainer sets it aside and says so
             continue
         checkpoints.append(f"{path.stem} {'complete' if state.get('complete') else 'at epoch ' + str(state.get('next_epoch'))}")
     where = f"resuming from {', '.join(checkpoints)}" if checkpoints else "starting from scratch"
@@ -148,6 +160,26 @@ def _ready(job: PlannedJob, results: Path, outcome: Outcome) -> str | None:
     return next((dep for dep in job.after if _dependency_state(dep, results, outcome) != DONE), None)
 
 
+def _skip(job_id: str, waiting_for: str, outcome: Outcome) -> str:
+    """Record a job whose dependency is not done (held elsewhere: not a failure); return why."""
+    if waiting_for in outcome.held:
+        outcome.held[job_id] = f"waits for {waiting_for}, which another run holds"
+        return outcome.held[job_id]
+    outcome.blocked[job_id] = f"dependency {waiting_for} is not done"
+    return outcome.blocked[job_id]
+
+
+def _note(job_id: str, status: dict[str, Any], outcome: Outcome) -> str | None:
+    """Record a finished `run_job`; return the line to print for anything but a fresh success."""
+    if "held_by" in status:
+        outcome.held[job_id] = f"held by {status['held_by']} (another run is training it)"
+        return f"skipped, {outcome.held[job_id]}"
+    outcome.states[job_id] = status["state"]
+    if status.get("kept"):
+        return f"kept as failed ({status.get('error')}); --retry-failed reruns it"
+    return None if status["state"] == DONE else f"failed: {status.get('error')}"
+
+
 def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry_failed: bool = False,
                echo: Printer = print) -> Outcome:
     """Run every job in this process, dependencies first; a job whose dependency failed is skipped."""
@@ -156,26 +188,32 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
     for index, job in enumerate(planned, 1):
         waiting_for = _ready(job, results, outcome)
         if waiting_for is not None:
-            outcome.blocked[job.job_id] = f"dependency {waiting_for} is not done"
-            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, dependency {waiting_for} is not done")
+            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, {_skip(job.job_id, waiting_for, outcome)}")
             continue
         echo(f"[{index}/{len(planned)}] {job.job_id}")
-        status = run_job(paths[job.job_id], retry_failed=retry_failed)
-        outcome.states[job.job_id] = status["state"]
-        if status["state"] != DONE:
-            echo(f"    failed: {status.get('error')}")
+        line = _note(job.job_id, run_job(paths[job.job_id], retry_failed=retry_failed), outcome)
+        if line:
+            echo(f"    {line}")
     return outcome
 
 
 
-
 def _init_worker(devices: Any, threads: int) -> None:
-    """Pool initializer: take one GPU (if any) before torch touches CUDA; share the CPU threads."""
+    """Pool initializer: take one GPU (if any) before torch touches CUDA; share the CPU threads; end
+    with the parent (`bench.run`) when it dies, even mid-job (the job resumes from its checkpoint)."""
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
+    """Poll the parent's pid: when this process is re-parented (the parent died), end at once."""
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(1)
 
 
 def _run_in_worker(spec_path: str, retry_failed: bool) -> dict[str, Any]:
@@ -222,9 +260,8 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                 if blocking is None:
                     running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed)] = job.job_id
                     waiting.remove(job)
-                elif blocking not in active:  # failed, blocked, or not in this plan and not done
-                    outcome.blocked[job.job_id] = f"dependency {blocking} is not done"
-                    echo(f"skipped  {job.job_id}: dependency {blocking} is not done")
+                elif blocking not in active:  # failed, blocked, held, or not in this plan and not done
+                    echo(f"skipped  {job.job_id}: {_skip(job.job_id, blocking, outcome)}")
                     waiting.remove(job)
             if not running:
                 continue
@@ -232,8 +269,8 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
             for future in done:
                 job_id = running.pop(future)
                 status = future.result()
-                outcome.states[job_id] = status["state"]
-                echo(f"{status['state']:8s} {job_id}" + (f": {status.get('error')}" if status["state"] != DONE else ""))
+                line = _note(job_id, status, outcome)
+                echo(f"{'held' if 'held_by' in status else status['state']:8s} {job_id}" + (f": {line}" if line else ""))
     return outcome
 
 
@@ -257,7 +294,8 @@ def slurm_executor(results: Path, settings: SlurmSettings) -> submitit.AutoExecu
                          "(tests/slurm/start-cluster.sh starts a one-node cluster)")
     folder = Path(results).resolve() / "submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=settings.max_num_timeout)
-    setup = [f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {REPO_ROOT}", *settings.setup]
+    root = shlex.quote(str(REPO_ROOT))
+    setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {root}", *settings.setup]
     parameters: dict[str, Any] = {
         "name": settings.job_name,
         "timeout_min": settings.time_min,
@@ -281,13 +319,19 @@ def slurm_executor(results: Path, settings: SlurmSettings) -> submitit.AutoExecu
 
 def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, settings: SlurmSettings,
                  retry_failed: bool = False, echo: Printer = print) -> Outcome:
-    """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting."""
+    """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting.
+
+    A request that no node of the partition can meet is refused first (`bench.slurm_limits`)."""
+    check_request(settings.partition, settings.cpus_per_job, settings.mem_gb, settings.gpus_per_job, settings.time_min)
     results = Path(results).resolve()
     run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
     states = job_states(results, [job.job_id for job in planned])
     outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
     to_submit = [job for job in planned if states[job.job_id].needs_submission
                  or (retry_failed and states[job.job_id].state == FAILED)]
+    for job in planned:
+        if states[job.job_id].state == FAILED and job not in to_submit:
+            echo(f"kept as failed: {job.job_id} ({states[job.job_id].reason}); --retry-failed reruns it")
     to_submit.sort(key=lambda job: bool(job.after))  # every independent job in the first arrays
     if not to_submit:
         echo("nothing to submit: every job is done, queued or failed (rerun failed ones with --retry-failed)")

@@ -29,7 +29,7 @@ def analysis_spec(spec: JobSpec, hparams: dict[str, Any] | None = None) -> JobSp
         shares = method_class.reuses_found_analysis or method_class.provides_found
         hparams = method_class.found_analysis_hparams(spec.hparams) if shares else spec.analysis
     return JobSpec(method=provider.name, dataset=spec.dataset, arch=spec.arch, trial=spec.trial,
-                   train=dict(spec.train), hparams=dict(hparams))
+                   train=dict(spec.train), hparams=dict(hparams), image_size=spec.image_size)
 
 
 def found_sparsity(spec: JobSpec, results: Path, hparams: dict[str, Any] | None = None) -> float:

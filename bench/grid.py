@@ -16,6 +16,9 @@ A grid file sets, at its top level and in optional `[[block]]` tables that overr
                a method class can also say so, `Method.needs_analysis`); every job at sparsity "found"
                waits for it too. Analysis jobs are added to the plan.
   quick        true: start from each method's cheap `quick_hparams` (smoke runs, the offline default)
+  ablations    sanity ablations (`bench.ablations`), e.g. ["none", "shuffle", "reinit", "invert"]: one job
+               per method and ablation (default ["none"]); a method that does not take one is an error
+  image_size   side length images are resized to (imagefolder, imagenet-sub; part of the job)
   [train]      training-recipe overrides; [hparams.<method>] per-method settings
   [vary]       a cartesian product of settings: {"train.lr" = [...], "hparams.rewind_epoch" = [...]}
                ("hparams.X" is set for every method of the block)
@@ -47,9 +50,9 @@ SWEEP = "sweep"
 PAPER = "paper"
 MODES = ("levels", "rounds", "none")
 PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "modes", "needs_analysis",
-             "quick", "train", "hparams", "vary", "name"}
+             "quick", "train", "hparams", "vary", "name", "ablations", "image_size"}
 FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
-FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity")
+FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity", "ablation", "image_size")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class GridPart:
     train: dict[str, Any] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     vary: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    ablations: tuple[str, ...] = ("none",)
+    image_size: int | None = None
 
     def method_list(self) -> tuple[str, ...]:
         from methods.registry import method_names
@@ -117,12 +122,14 @@ class GridPart:
                     train = dict(self.train) | varied["train"]
                     quick = dict(method_class.quick_hparams) if self.quick else {}
                     hparams = quick | dict(self.hparams.get(method, {})) | varied["hparams"]
-                    for sparsity in self.method_sparsities(method, method_class, dataset, arch):
+                    for sparsity, ablation in itertools.product(
+                            self.method_sparsities(method, method_class, dataset, arch), self.ablations):
                         analysis = self.found_analysis(varied) if sparsity == FOUND and not (
                             method_class.reuses_found_analysis or method_class.provides_found) else {}
                         specs.append(normalized(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
                                                         sparsity=sparsity, train=train, hparams=hparams,
-                                                        analysis=analysis)))
+                                                        analysis=analysis, ablation=ablation,
+                                                        image_size=self.image_size)))
         return specs
 
     def found_analysis(self, varied: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -192,9 +199,10 @@ def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     """The spec with settings validated and those equal to their defaults dropped."""
     from bench.jobs import train_settings_for
     from bench.train import TrainSettings
-    from methods.base import build_settings
+    from methods.base import build_settings, check_ablation
 
     method_class = _method_class(spec.method, why)
+    check_ablation(method_class, spec.ablation)
     train_settings = train_settings_for(spec)
     train = {key: value for key, value in spec.train.items()
              if getattr(train_settings, key) != getattr(TrainSettings(), key)}

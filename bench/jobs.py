@@ -8,38 +8,64 @@ A job directory `<results>/jobs/<job id>/` holds:
   layers.csv       per-layer sparsity of each round's mask
   provenance.json  git sha, torch/CUDA versions, device, host, SLURM ids
   ckpt/            per-phase epoch checkpoints and snapshots (resume)
+  lock             the run's exclusive flock; holds "pid host" of the process running the job
 
-Folders, statuses and records on disk are `bench.store`'s. `run_job(path)` takes only the path of `spec.json` (a small picklable argument for submitit), skips a
+Folders, statuses, records and the job's lock on disk are `bench.store`'s. `run_job(path)` takes only
+the path of `spec.json` (a small picklable argument for submitit), skips a
 finished job, resumes an interrupted one from its checkpoints, and records a failure (a diverged loss,
-a bad setting, a crash) as `failed` with the reason instead of losing it.
+a bad setting, a crash) as `failed` with the reason instead of losing it. It holds the job's lock for
+the whole run: a second `bench.run` on the same results folder, or a second SLURM attempt, finds the
+lock held and skips the job (`held_by` in the returned status); the kernel drops the lock when its
+holder dies, so an interrupted job is never left locked. A job recorded `done` whose `metrics.json` is
+missing or unreadable is `corrupt`, not done, and is run again (resuming from its checkpoints). A job
+that failed while loading its data or reaching its device (`setup_failure`: a rerun with corrected
+flags fixes it) is retried without `retry_failed`. A link in the job folder that points outside it
+is refused, so no write follows it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 import socket
 import time
 import traceback
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.atomic import read_json, write_json, write_text
-from bench.data import DeviceData, load_dataset
+from bench.data import DataSettings, DeviceData, load_dataset
 from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
 from bench.provenance import provenance
 from bench.spec import FOUND, JobSpec, RunSettings
 from bench.stages import request
-from bench.store import DONE, FAILED, RUNNING, read_status
+from bench.store import CORRUPT, DONE, FAILED, RUNNING, job_lock, read_status
 from bench.train import EpochLog, Trainer, TrainSettings
-from methods.base import JobContext, Method, build_settings, check_record
+from methods.base import JobContext, Method, build_settings, check_ablation, check_record
 from methods.registry import get_method
 
 TRACEBACK_LINES = 25
+
+
+class SetupError(BenchError):
+    """A job could not load its data or reach its device: a rerun with corrected flags fixes it."""
+
+
+def check_links(folder: Path) -> None:
+    """Refuse a link inside the job folder that points outside it (a write would follow it)."""
+    inside = Path(folder).resolve()
+    for root, directories, files in os.walk(folder):
+        for name in directories + files:
+            path = Path(root) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(inside):
+                raise SetupError(f"{path} is a link to {path.resolve()}, outside the job folder; accepted: "
+                                 "plain files and folders (remove the link)")
 
 
 def train_settings_for(spec: JobSpec) -> TrainSettings:
@@ -55,26 +81,42 @@ def resolve_sparsity(spec: JobSpec, method_class, results: Path) -> float | None
 
 
 def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]:
-    """Run the job whose spec.json is at `spec_path`; return its final status."""
+    """Run the job whose spec.json is at `spec_path` under its lock; return its final status.
+
+    The status returned has `held_by` when another live process holds the job (nothing was run),
+    and `kept` when a failed job was left as it is (rerun it with `retry_failed`).
+    """
     folder = Path(spec_path).parent
-    status = read_status(folder)
-    if status["state"] == DONE or (status["state"] == FAILED and not retry_failed):
-        return status
+    with job_lock(folder) as holder:
+        if holder is not None:
+            return read_status(folder) | {"held_by": holder}
+        status = read_status(folder)
+        if status["state"] == DONE:
+            return status
+        if status["state"] == FAILED and not retry_failed and not status.get("setup_failure"):
+            return status | {"kept": True}
+        if status["state"] == CORRUPT:
+            print(f"warning: job {folder.name} is not done: {status['error']}; running it again", flush=True)
+        return _run_locked(Path(spec_path), folder, status)
+
+
+def _run_locked(spec_path: Path, folder: Path, previous: dict[str, Any]) -> dict[str, Any]:
     stored = read_json(spec_path)
     spec, run = JobSpec.from_dict(stored["spec"]), RunSettings.from_dict(stored["run"])
     results = folder.parent.parent
     started = time.time()
     status = {"state": RUNNING, "job_id": spec.job_id, "started": started,
-              "attempt": status.get("attempt", 0) + 1, "host": socket.gethostname()}
+              "attempt": previous.get("attempt", 0) + 1, "host": socket.gethostname()}
     write_json(folder / "status.json", status)
-    device = torch.device(run.device)
-    write_json(folder / "provenance.json", provenance(device))
     try:
+        check_links(folder)
+        write_json(folder / "provenance.json", provenance(_device(run.device)))
         records, layer_rows = _execute(spec, run, folder, results)
     except Exception as error:  # the grid goes on; the failure is recorded, not lost
         reason = f"diverged: {error}" if isinstance(error, DivergedError) else f"{type(error).__name__}: {error}"
         tail = "".join(traceback.format_exception(error)).splitlines()[-TRACEBACK_LINES:]
-        status |= {"state": FAILED, "finished": time.time(), "error": reason, "traceback": "\n".join(tail)}
+        status |= {"state": FAILED, "finished": time.time(), "error": reason, "traceback": "\n".join(tail),
+                   "setup_failure": isinstance(error, SetupError)}
         write_json(folder / "status.json", status)
         return status
     write_json(folder / "metrics.json", records)
@@ -84,10 +126,33 @@ def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]
     return status
 
 
+def _device(name: str) -> torch.device:
+    try:
+        return torch.device(name)
+    except RuntimeError as error:
+        raise SetupError(f"device {name!r} is not valid ({error}); accepted: cpu, cuda, cuda:N") from None
+
+
+def _device_data(dataset: str, data: DataSettings, device: str) -> DeviceData:
+    """The job's data on its device; a missing data root or device is a `SetupError`."""
+    try:
+        return DeviceData(load_dataset(dataset, data), _device(device))
+    except SetupError:
+        raise
+    except BenchError as error:
+        raise SetupError(str(error)) from None
+    except (RuntimeError, AssertionError) as error:  # torch without CUDA, a GPU index that is not there
+        if "cuda" in str(error).lower() or "device" in str(error).lower():
+            raise SetupError(f"device {device!r} is not usable here ({str(error).splitlines()[0]})") from None
+        raise
+
+
 def method_for(spec: JobSpec) -> Method:
-    """The job's method with its settings (a one-line BenchError for a bad setting)."""
+    """The job's method with its settings (a one-line BenchError for a bad setting or ablation)."""
     method_class = get_method(spec.method)
-    return method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
+    method = method_class(build_settings(method_class.Settings, spec.hparams, f"method {spec.method}"))
+    check_ablation(method_class, spec.ablation)
+    return method
 
 
 def request_stages(results: Path, specs: Iterable[JobSpec]) -> None:
@@ -108,17 +173,26 @@ def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -
     method_class = type(method)
     sparsity = resolve_sparsity(spec, method_class, results)
     train_settings = train_settings_for(spec)
-    data = DeviceData(load_dataset(spec.dataset, run.data), torch.device(run.device))
+    data = _device_data(spec.dataset, data_settings_for(spec, run), run.device)
     trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=run.progress,
                       checkpoint_interval_s=run.checkpoint_interval_s)
     return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
 
 
+def data_settings_for(spec: JobSpec, run: RunSettings) -> DataSettings:
+    """This machine's data settings with the job's `image_size` (which is part of the job, not the machine)."""
+    return run.data if spec.image_size is None else replace(run.data, image_size=spec.image_size)
+
+
 def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
     context = make_context(spec, run, folder, results)
+    if spec.image_size is not None and context.data.data.image_size != spec.image_size:
+        raise BenchError(f"image_size {spec.image_size} does not apply to dataset {spec.dataset} (its images are "
+                         f"{context.data.data.image_size}x{context.data.data.image_size}); accepted: image_size with "
+                         "the resizing datasets imagefolder and imagenet-sub")
     origin = {"dataset": spec.dataset, "data_root": run.data.data_root, "layout": context.data.data.layout}
     write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin})
-    records = context.method.run(context)
+    records = context.run_method()
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")
     for record in records:

@@ -1,8 +1,9 @@
 """Prunable weights, exact-count thresholding of scores, and sparsity bookkeeping.
 
 Conventions (DESIGN.md, open_lth's `sparse_global`): the prunable set is every `Conv2d` and `Linear`
-weight, first conv, 1x1 shortcuts and classifier included; biases and BatchNorm never. Sparsity is
-the fraction of prunable weights that are zero.
+weight, first conv, 1x1 shortcuts and classifier included; biases and BatchNorm never. The set is
+found by module type (`PRUNABLE_MODULES`), never by prunebench's model classes, so any `nn.Module`
+(a torchvision `resnet18`, say) has one. Sparsity is the fraction of prunable weights that are zero.
 
 A mask is a dict `{parameter name: float tensor of 0/1}` shaped like the weight (float so that applying
 it is one fused multiply). Thresholding keeps *exactly* the requested number of weights: scores are
@@ -13,7 +14,9 @@ ranked with a stable sort, so ties are broken by position and the same scores al
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -62,9 +65,36 @@ def _unflat(flat: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Masks:
     return masks
 
 
+@dataclass
+class _Ranking:
+    """Which end of the scores thresholds keep, and how many thresholds ran under it."""
+
+    lowest: bool = False
+    thresholds: int = 0
+
+
+_RANKING: ContextVar[_Ranking | None] = ContextVar("ranking", default=None)
+
+
+@contextmanager
+def keep_lowest(active: bool = True) -> Iterator[_Ranking]:
+    """Inside the block every exact-count threshold keeps the lowest scores instead of the highest
+    (the `invert` ablation of Frankle et al. 2021) when `active`; yields a counter of the thresholds."""
+    ranking = _Ranking(lowest=active)
+    token = _RANKING.set(ranking)
+    try:
+        yield ranking
+    finally:
+        _RANKING.reset(token)
+
+
 def _keep_top(scores: torch.Tensor, count: int, allowed: torch.Tensor | None) -> torch.Tensor:
-    """A 0/1 vector keeping the `count` highest scores among `allowed` positions (stable on ties)."""
-    ranked = scores.clone()
+    """A 0/1 vector keeping the `count` highest scores among `allowed` positions (stable on ties); the
+    lowest inside `keep_lowest()`."""
+    ranking = _RANKING.get()
+    if ranking is not None:
+        ranking.thresholds += 1
+    ranked = -scores if ranking is not None and ranking.lowest else scores.clone()
     if allowed is not None:
         ranked[allowed == 0] = -math.inf
     order = torch.argsort(ranked, descending=True, stable=True)

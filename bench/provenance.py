@@ -1,4 +1,8 @@
-"""Where a result came from: code version, library versions, device, host and SLURM ids."""
+"""Where a result came from: code version, library versions, device, thread counts, host and SLURM ids.
+
+CPU results are deterministic for the same seed, CPU and thread count only (a reduction summed by
+another number of threads rounds differently), so the thread counts are recorded and the report shows them.
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,8 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
         or platform.machine(),
         "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "slurm": {name: os.environ[name] for name in SLURM_VARIABLES if name in os.environ},

@@ -62,7 +62,8 @@ def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
     for _, job in jobs.iterrows():
         line = f"- `{job.job_id}` ({job.state})"
         if with_error and job.error:
-            line += f": {job.error.splitlines()[0][:200]} — see `{job.folder}/status.json`"
+            line += f": {job.error.splitlines()[0][:200]}"
+            line += f" — see `{job.folder}/status.json`" if job.state == "failed" else ""
         lines.append(line)
     return "\n".join(lines) or "none"
 
@@ -95,6 +96,7 @@ def write_report(collection: Collection, out: Path, title: str, description: str
                 sections.append(f"![{path.stem}](figures/{path.name})\n")
     done = int((jobs.state == "done").sum())
     devices = ", ".join(sorted(set(records.device))) if not records.empty else "—"
+    threads = ", ".join(sorted({f"{int(count)}" for count in jobs.threads.dropna() if count != ""})) or "—"
     shas = ", ".join(sorted({sha[:10] for sha in jobs.git_sha.dropna()})) or "—"
     readme = f"""# Report: {title}
 
@@ -102,8 +104,9 @@ def write_report(collection: Collection, out: Path, title: str, description: str
 
 Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.report` from the job folders only.
 
-- jobs: {len(jobs)} in all, {done} done, {len(collection.failed)} failed, {len(collection.missing)} missing or unfinished
-- device(s): {devices}
+- jobs: {len(jobs)} in all, {done} done, {len(collection.failed)} failed, {len(collection.blocked)} blocked by a failed \
+job, {len(collection.missing)} missing, corrupt or unfinished
+- device(s): {devices}; CPU threads (torch): {threads} (results are deterministic for the same seed, CPU and thread count)
 - code version (git sha of the runs): {shas}
 - cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
   parentheses where the supplement has the table. "Accuracy with found sparsity" uses IMC's s* of each
@@ -116,9 +119,13 @@ Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.report` fro
 
 {_job_list(collection.failed, with_error=True)}
 
-## Missing or unfinished jobs
+## Jobs blocked by a failed job
 
-{_job_list(collection.missing, with_error=False)}
+{_job_list(collection.blocked, with_error=True)}
+
+## Missing, corrupt or unfinished jobs
+
+{_job_list(collection.missing, with_error=True)}
 
 ## Tables and figures
 
@@ -172,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or "reports/all")
     else:
         grid = load_grid(args.grid)
-        collection, title, description = collect(results, grid.jobs()), f"grid `{grid.name}`", grid.description
+        collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
     path = write_report(collection, out, title, description, formats)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")

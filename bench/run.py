@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from bench import preflight
 from bench.cli import guarded, resolve_device
 from bench.data import DataSettings
 from bench.errors import BenchError
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="training epochs of one full run (recipe: 160)")
     parser.add_argument("--sparsity", help="comma-separated requested sparsities in [0, 1), 'found' (IMC's s*), "
                         "'paper' (the s* the paper reports for the dataset and arch) or 'sweep'")
+    parser.add_argument("--image-size", type=int, help="side length images are resized to (imagefolder, imagenet-sub)")
+    parser.add_argument("--ablation", help="comma-separated sanity ablations: none, shuffle, reinit, invert")
     parser.add_argument("--results", default="results", help="results folder (default: results/)")
     parser.add_argument("--data-root", help="folder holding the dataset's files")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")
@@ -86,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     device = _device(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
-                    sparsities=parse_sparsities(args.sparsity) if args.sparsity else None)
+                    sparsities=parse_sparsities(args.sparsity) if args.sparsity else None,
+                    ablations=_list(args.ablation), image_size=args.image_size)
+    preflight.check_grid(grid)
     planned = grid.plan(parse_filters(args.filter))
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
@@ -97,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
     run = RunSettings(device=device,
                       data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
+    preflight.check_run(planned, results, run, args.executor)
     if args.executor == "slurm":
         settings = SlurmSettings(
             partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
@@ -156,6 +162,7 @@ def summary_table(specs: list[JobSpec], results: Path) -> str:
                 "dataset": spec.dataset,
                 "arch": spec.arch,
                 "trial": spec.trial,
+                "ablation": spec.ablation,
                 "round": record["round"] if record else "",
                 "sparsity": f"{record['achieved_sparsity']:.3f}" if record else "",
                 "accuracy": f"{record['accuracy']:.4f}" if record else "",

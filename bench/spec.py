@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from bench.ablations import ABLATIONS, NO_ABLATION
 from bench.data import DataSettings
 from bench.errors import BenchError, check_sparsity
 
@@ -39,12 +40,23 @@ class JobSpec:
     (empty: its defaults; `bench.found`). A grid sets it to the analysis settings of its methods that
     reuse the analysis (IMC's variants), so every method of a trial is compared at the s* their rows
     report."""
+    ablation: str = NO_ABLATION
+    """A sanity ablation of the method's mask (`bench.ablations`: none, shuffle, reinit, invert)."""
+    image_size: int | None = None
+    """Side length the dataset's images are resized to (None: the dataset's own, 32 for the resizing
+    sources, so 32 is stored as None); part of the identity because it changes the result."""
 
     def __post_init__(self) -> None:
         if self.sparsity is not None and self.sparsity != FOUND:
             object.__setattr__(self, "sparsity", check_sparsity(self.sparsity))
         if not isinstance(self.trial, int) or self.trial < 0:
             raise BenchError(f"trial {self.trial!r} is not valid; accepted: an integer >= 0")
+        ABLATIONS.get(self.ablation)
+        if self.image_size == DataSettings().image_size:  # the resizing sources' default: the same job
+            object.__setattr__(self, "image_size", None)
+        if self.image_size is not None and (isinstance(self.image_size, bool) or not isinstance(self.image_size, int)
+                                            or self.image_size < 1):
+            raise BenchError(f"image_size {self.image_size!r} is not valid; accepted: an integer >= 1")
 
     def canonical(self) -> dict[str, Any]:
         """The spec as a dict without the fields, training overrides and settings at their defaults."""
@@ -75,7 +87,8 @@ class JobSpec:
             level = "sfound"
         else:
             level = f"s{self.sparsity:g}"
-        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}-{self.digest()}"
+        ablation = "" if self.ablation == NO_ABLATION else f"-{self.ablation}"
+        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}{ablation}-{self.digest()}"
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> JobSpec:

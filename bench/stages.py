@@ -17,7 +17,7 @@ flock is advisory and needs a file system that supports it (local disks, and NFS
 as usually mounted on clusters).
 
 A stage's value is a dict of tensors, plain containers and numbers (loadable with
-`torch.load(weights_only=True)`) with an entry `seconds`: the compute time that every job using the
+`bench.atomic.load_checked`, i.e. `torch.load(weights_only=True)`) with an entry `seconds`: the compute time that every job using the
 stage counts in its runtime, whether it computed the stage or loaded it.
 
 Requests: a consumer may ask a stage to keep extras that do not change its value (the dense
@@ -33,15 +33,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
-from bench.atomic import read_json, torch_save, write_json
+from bench.atomic import CorruptFileError, load_checked, read_json, save_checked, write_json
 
 if TYPE_CHECKING:
     from bench.spec import JobSpec
@@ -74,8 +73,12 @@ class StageSpec:
 
 
 def recipe_key(spec: JobSpec, recipe: TrainSettings) -> dict[str, Any]:
-    """The part of a stage key that every per-trial stage has: dataset, arch, trial and the recipe."""
-    return {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
+    """The part of a stage key that every per-trial stage has: dataset, arch, trial, the recipe, and the
+    job's image size where it is not the dataset's own (absent at the default, so keys stay)."""
+    key = {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
+    if spec.image_size is not None:
+        key["image_size"] = spec.image_size
+    return key
 
 
 @dataclass(frozen=True)
@@ -113,23 +116,41 @@ def stage_lock(folder: Path):
 
 
 def load_value(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A stage file (checksum verified, `weights_only=True`), or None if it is missing or corrupt.
+
+    A corrupt file is set aside as `<name>.corrupt`, so that the stage recomputes it.
+    """
+    if not path.exists():
+        return None
+    try:
+        return load_checked(path)
+    except CorruptFileError as error:
+        try:
+            path.replace(path.with_name(path.name + ".corrupt"))
+        except FileNotFoundError:  # another job set it aside first
+            pass
+        print(f"warning: {error}; set aside as {path.name}.corrupt, recomputing the stage", file=sys.stderr,
+              flush=True)
+        return None
 
 
 def obtain(results: Path, spec: StageSpec, compute: Callable[[Path], dict[str, Any]]) -> StageResult:
     """The stage's stored value, or `compute(folder)` under the stage's lock, stored atomically."""
     folder = spec.folder(results)
     result = folder / RESULT_FILE
-    if not result.exists():
-        with stage_lock(folder):
-            if not result.exists():  # nobody finished it while we waited
-                write_json(folder / "key.json", spec.identity())
-                value = compute(folder)
-                if "seconds" not in value:
-                    raise ValueError(f"stage {spec.name} returned no 'seconds' (its compute time)")
-                torch_save(result, value)
-                return StageResult(load_value(result), folder, True)
-    return StageResult(load_value(result), folder, False)
+    value = load_value(result)
+    if value is not None:
+        return StageResult(value, folder, False)
+    with stage_lock(folder):
+        value = load_value(result)  # somebody may have finished it while we waited
+        if value is not None:
+            return StageResult(value, folder, False)
+        write_json(folder / "key.json", spec.identity())
+        value = compute(folder)
+        if "seconds" not in value:
+            raise ValueError(f"stage {spec.name} returned no 'seconds' (its compute time)")
+        save_checked(result, value)
+        return StageResult(load_checked(result), folder, True)
 
 
 def request(results: Path, spec: StageSpec, items: Iterable[int]) -> None:

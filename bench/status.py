@@ -20,7 +20,8 @@ from bench.grid import load_grid, parse_filters
 from bench.store import DONE
 from bench.tracking import job_states
 
-STATE_ORDER = ("done", "running", "pending", "failed", "cancelled", "lost", "interrupted", "not submitted", "queued")
+STATE_ORDER = ("done", "running", "pending", "failed", "corrupt", "cancelled", "lost", "interrupted", "not submitted",
+               "queued")
 
 
 def build_parser() -> argparse.ArgumentParser:

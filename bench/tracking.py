@@ -8,6 +8,11 @@ timed out without a requeue: it is reported as `cancelled` or `lost` with its lo
 it again. This follows the submitit notes of `shared/specs/harness-anchors.md` (d): `job.state` calls
 sacct, which many clusters lack (submitit #1720), and Hydra's launcher reports failed jobs as
 COMPLETED (hydra #1928), so the job folders are the source of truth.
+
+A job that says `running` is `running` while a live process holds its lock (`bench.store.job_lock`,
+named in the reason) and `interrupted` when none does; a `done` job whose metrics.json is missing or
+unreadable is `corrupt`, with the file named. A pending job's queue reason is given in words a user
+can act on (`QUEUE_REASONS`). A torn line of `jobs.jsonl` is skipped with a warning naming the file.
 """
 
 from __future__ import annotations
@@ -16,19 +21,37 @@ import getpass
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.atomic import read_json
-from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
+from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, lock_holder, read_status
 
 JOBS_LOG = "jobs.jsonl"
 QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"
 ACTIVE_QUEUE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
 WAITING_QUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 LOG_TAIL_LINES = 12
+QUEUE_REASONS = {
+    "PartitionConfig": "the request exceeds what the partition allows (CPUs, memory, GPUs or time); it will never "
+                       "start: cancel it and resubmit with smaller --cpus-per-job/--mem-gb/--gpus-per-job/--time-min",
+    "Resources": "waiting for free CPUs, memory or GPUs on a node",
+    "Priority": "waiting behind jobs of higher priority",
+    "Dependency": "waiting for the job it depends on (IMC's analysis) to finish",
+    "DependencyNeverSatisfied": "the job it depends on failed, so it will never start: cancel it, fix the "
+                                "dependency and run bench.run again",
+    "JobArrayTaskLimit": "waiting: the array already runs --array-parallelism tasks",
+    "ReqNodeNotAvail": "the nodes it may use are down or reserved",
+    "QOSMaxJobsPerUserLimit": "waiting: you run as many jobs as your QOS allows",
+    "AssocGrpCpuLimit": "waiting: your account's CPU limit is reached",
+    "BeginTime": "waiting for its start time (a requeued job waits a moment)",
+    "JobHeldUser": "held by you (scontrol release ID)",
+    "JobHeldAdmin": "held by an administrator",
+    "launch failed requeued held": "its launch failed and SLURM held it; scontrol release ID once the node is fixed",
+}
 
 
 @dataclass
@@ -41,11 +64,18 @@ class JobState:
     reason: str = ""  # the queue's reason for a pending job, or the error of a failed one
     log: str | None = None
     traceback: str = ""
+    setup_failure: bool = False  # failed loading data or reaching the device: rerun without --retry-failed
 
     @property
     def needs_submission(self) -> bool:
-        """True for a job that is neither finished, failed, nor in the queue."""
-        return self.state in (NEW, CANCELLED, LOST, INTERRUPTED)
+        """True for a job that is neither finished, failed (for a reason a rerun does not fix), nor queued."""
+        return self.state in (NEW, CANCELLED, LOST, INTERRUPTED, CORRUPT) or (self.state == FAILED and self.setup_failure)
+
+
+def queue_reason(reason: str) -> str:
+    """The queue's reason for a pending job, in words (the raw code in parentheses)."""
+    words = QUEUE_REASONS.get(reason)
+    return f"{words} ({reason})" if words else reason
 
 
 def jobs_log_path(results: Path) -> Path:
@@ -67,10 +97,14 @@ def read_jobs_log(results: Path) -> dict[str, dict[str, Any]]:
     path = jobs_log_path(results)
     latest: dict[str, dict[str, Any]] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 entry = json.loads(line)
                 latest[entry["job_id"]] = entry
+            except (ValueError, KeyError, TypeError):
+                print(f"warning: {path} line {number} is not a submission record; skipped", file=sys.stderr)
     return latest
 
 
@@ -125,11 +159,18 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
     queued = queue.get(slurm_id) if (queue is not None and slurm_id) else None
     if queued is not None and queued[0] in ACTIVE_QUEUE_STATES | WAITING_QUEUE_STATES:
         state.state = RUNNING if queued[0] in ACTIVE_QUEUE_STATES else PENDING
-        state.reason = queued[1] if state.state == PENDING else ""
+        state.reason = queue_reason(queued[1]) if state.state == PENDING else ""
         return state
     if status["state"] == FAILED:
         state.reason = status.get("error", "")
+        state.setup_failure = bool(status.get("setup_failure"))
         state.traceback = status.get("traceback", "") or log_tail(log)
+        return state
+    if status["state"] == CORRUPT:
+        state.reason = status["error"]
+        return state
+    if status["state"] == RUNNING and (holder := lock_holder(results / JOBS_FOLDER / job_id)):
+        state.reason = f"held by {holder}"
         return state
     if entry is None:
         state.state = INTERRUPTED if status["state"] == RUNNING else NEW

@@ -26,6 +26,7 @@ trial sees the same batches at the same epoch (paired comparisons).
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 import time
@@ -37,7 +38,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.atomic import torch_save
+from bench.atomic import CorruptFileError, load_checked, save_checked, write_text
 from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
@@ -90,21 +91,33 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 300.0
 
 class EpochLog:
     """`epochs.csv`: one row per trained epoch, flushed as it is written (test columns empty on epochs
-    without evaluation)."""
+    without evaluation).
+
+    When a phase starts, the file is rewritten atomically without that phase's rows past its
+    checkpoint, so every epoch appears exactly once; a torn last row (a crash during the append) is
+    dropped then, never fatal.
+    """
 
     def __init__(self, path: Path):
         self.path = path
+
+    def rows(self) -> list[dict]:
+        """The complete rows of the file (a torn or foreign row is skipped)."""
+        if not self.path.exists():
+            return []
+        with self.path.open(newline="", errors="replace") as handle:
+            return [row for row in csv.DictReader(handle) if _complete_row(row)]
 
     def drop_after(self, phase: str, epoch: int) -> None:
         """Forget rows of `phase` past `epoch` (written by an attempt that did not checkpoint them)."""
         if not self.path.exists():
             return
-        with self.path.open(newline="") as handle:
-            rows = [row for row in csv.DictReader(handle) if not (row["phase"] == phase and int(row["epoch"]) > epoch)]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, EPOCH_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        rows = [row for row in self.rows() if not (row["phase"] == phase and int(row["epoch"]) > epoch)]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, EPOCH_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(self.path, buffer.getvalue())
 
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,6 +128,17 @@ class EpochLog:
                 writer.writeheader()
             writer.writerow(row)
             handle.flush()
+
+
+def _complete_row(row: dict) -> bool:
+    if None in row or any(row.get(column) is None for column in EPOCH_COLUMNS):
+        return False
+    try:
+        int(row["epoch"])
+        float(row["seconds"])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass
@@ -173,9 +197,44 @@ def save_pending_checkpoints(*paths: Path) -> int:
     for path in paths or list(_PENDING):
         state = _PENDING.pop(path, None)
         if state is not None:
-            torch_save(path, state)
+            write_checkpoint(path, state)
             written += 1
     return written
+
+
+def previous_checkpoint(path: Path) -> Path:
+    """Where the checkpoint before `ckpt/<phase>.pt` is kept: `ckpt/<phase>.previous.pt`."""
+    return path.with_name(f"{path.stem}.previous.pt")
+
+
+def write_checkpoint(path: Path, state: dict) -> None:
+    """Checkpoint a phase (checksummed); the one before is kept as `<phase>.previous.pt`, the fallback
+    when the latest turns out corrupt."""
+    if path.exists():
+        path.replace(previous_checkpoint(path))
+    save_checked(path, state)
+
+
+def load_latest_checkpoint(path: Path, map_location: torch.device | str, what: str) -> dict | None:
+    """The latest good checkpoint at `path` (written by `write_checkpoint`): the last one, else the one
+    before it, else None.
+
+    A checkpoint that fails its checksum or holds more than tensors and numbers is set aside as
+    `<name>.corrupt` (never unpickled with code), and `what` (e.g. "phase 'train'") resumes from the
+    previous good checkpoint or restarts; the job's log says which.
+    """
+    fallback = previous_checkpoint(path)
+    for candidate in (path, fallback):
+        if not candidate.exists():
+            continue
+        try:
+            return load_checked(candidate, map_location=map_location)
+        except CorruptFileError as error:
+            candidate.replace(candidate.with_name(candidate.name + ".corrupt"))
+            then = (f"resuming {what} from the previous checkpoint {fallback.name}"
+                    if candidate != fallback and fallback.exists() else f"restarting {what}")
+            print(f"warning: {error}; set aside as {candidate.name}.corrupt, {then}", file=sys.stderr, flush=True)
+    return None
 
 
 class Trainer:
@@ -198,13 +257,8 @@ class Trainer:
         return self.ckpt_dir / f"{phase}.pt"
 
     def load_checkpoint(self, phase: str) -> dict | None:
-        path = self.checkpoint_path(phase)
-        if not path.exists():
-            return None
-        try:
-            return torch.load(path, map_location=self.data.device, weights_only=False)
-        except Exception as error:
-            raise BenchError(f"checkpoint {path} is corrupt ({type(error).__name__}); delete it to redo phase {phase!r}") from None
+        """The phase's latest good checkpoint (`load_latest_checkpoint`), or None."""
+        return load_latest_checkpoint(self.checkpoint_path(phase), self.data.device, f"phase {phase!r}")
 
     def train(
         self,
@@ -289,8 +343,8 @@ class Trainer:
                     save_pending_checkpoints(path)
                     last_saved = time.monotonic()
         epochs = stop - start_epoch
-        torch_save(path, self._state(model, optimizer, masks, stop, seconds, evaluation, complete=True,
-                                     epochs=epochs))
+        write_checkpoint(path, self._state(model, optimizer, masks, stop, seconds, evaluation, complete=True,
+                                           epochs=epochs))
         return PhaseResult(masks, evaluation, epochs, seconds)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
@@ -331,7 +385,8 @@ class Trainer:
 
     @staticmethod
     def _state(model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs, copy=False) -> dict:
-        """A checkpoint of the phase; `copy` detaches it from the live tensors (a pending checkpoint)."""
+        """A checkpoint of the phase (tensors and numbers only); `copy` detaches it from the live tensors
+        (a pending checkpoint)."""
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -8,7 +8,7 @@ job served by the stage ends with the numbers it had when it trained the run its
 
 The stage folder holds the run's phase checkpoint (`ckpt/train.pt`: an interrupted run resumes),
 its `epochs.csv` (the epochs are trained, and logged, once), `snapshots/epoch<e>.pt` (the full state,
-weights and BN statistics, after epoch e, with the test evaluation there) and `result.pt` (the final
+weights and BN statistics, after epoch e, with the test evaluation there; checksummed, `bench.atomic`) and `result.pt` (the final
 state, its evaluation, epochs and seconds).
 
 Snapshot epochs are *requested*, never part of the key, so the folder does not depend on who asks:
@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.atomic import torch_save
+from bench.atomic import save_checked
 from bench.errors import BenchError
 from bench.masks import Masks
 from bench.spec import JobSpec
@@ -75,8 +75,8 @@ class TrajectoryRun:
 
         def keep(epoch: int, model: nn.Module, masks: Masks | None) -> None:
             if epoch + 1 in epochs:
-                torch_save(self.snapshot_path(epoch + 1),
-                           {"model": state_on_cpu(model), "evaluation": vars(evaluate(model, self.trainer.data))})
+                save_checked(self.snapshot_path(epoch + 1),
+                             {"model": state_on_cpu(model), "evaluation": vars(evaluate(model, self.trainer.data))})
 
         return keep
 
@@ -96,8 +96,11 @@ class TrajectoryRun:
     def replay(self, epoch: int) -> None:
         """Replay the run's first `epoch` epochs from theta_0 to save the snapshots requested up to it."""
         trainer = self.trainer.sibling(self.folder / "ckpt", EpochLog(self.folder / "epochs.csv"))
-        trainer.train(self.new_model(), f"replay{epoch}", self.recipe, stop_epoch=epoch,
-                      on_epoch_end=self.keep_snapshots(self.wanted(epoch) | {epoch}))
+        model = self.new_model()
+        result = trainer.train(model, f"replay{epoch}", self.recipe, stop_epoch=epoch,
+                               on_epoch_end=self.keep_snapshots(self.wanted(epoch) | {epoch}))
+        if not self.snapshot_path(epoch).exists():  # the replay had finished before (its snapshot set aside)
+            save_checked(self.snapshot_path(epoch), {"model": state_on_cpu(model), "evaluation": vars(result.evaluation)})
 
 
 class Trajectory:
@@ -126,11 +129,16 @@ class Trajectory:
             raise BenchError(f"dense trajectory snapshot at epoch {epoch}; accepted: 1 .. {last - 1} "
                              "(0 is the init, the last epoch the final state)")
         path = self.run.snapshot_path(epoch)
-        if not path.exists():
+        value = load_value(path)  # a corrupt snapshot is set aside and replayed
+        if value is None:
             with stage_lock(self.run.folder):
-                if not path.exists():
+                value = load_value(path)
+                if value is None:
                     self.run.replay(epoch)
-        return load_value(path)
+                    value = load_value(path)
+        if value is None:
+            raise BenchError(f"dense trajectory snapshot {path} could not be written or read back")
+        return value
 
     def state_at(self, epoch: int) -> dict[str, torch.Tensor]:
         """The full state after `epoch` epochs: theta_0 at 0, the final state at the last epoch."""

@@ -5,8 +5,9 @@ A method is a `Method` subclass with a `Settings` dataclass, registered by name
 through the `JobContext` and returns one record per round (`context.record(...)`). The context owns
 everything shared: the trial's init (`new_model`), the one training loop (`train`), exact-count
 thresholding (`bench.masks`), timers for scoring/analysis time, snapshots in `ckpt/`, the stages
-that jobs share (`use_stage`, `dense_trajectory`: `bench.stages`) and the common record fields, so
-that methods differ only in what makes them different.
+that jobs share (`use_stage`, `dense_trajectory`: `bench.stages`), the common record fields and the
+job's sanity ablation (`bench.ablations`: applied where every mask is handed to the training loop,
+and around the method's run for `invert`), so that methods differ only in what makes them different.
 
 What a method needs beyond its own job it *declares*, so that the harness never names a method:
 `stage_needs` (the shared stages it reads, with the snapshot epochs it asks them to keep), and for the
@@ -17,6 +18,7 @@ What a method needs beyond its own job it *declares*, so that the harness never 
 
 from __future__ import annotations
 
+import sys
 import time
 import typing
 from abc import ABC, abstractmethod
@@ -29,11 +31,12 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from bench.atomic import torch_save
+from bench.ablations import ABLATION_NAMES, ABLATIONS, NO_ABLATION, shuffle_masks
+from bench.atomic import CorruptFileError, load_checked, save_checked
 from bench.data import DeviceData
 from bench.errors import BenchError
 from bench.flops import layer_macs, pruned_macs
-from bench.masks import Masks, check_binary, layer_table, sparsity_report
+from bench.masks import Masks, check_binary, keep_lowest, layer_table, sparsity_report
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
 from bench.spec import JobSpec
@@ -45,7 +48,7 @@ SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (
     "job_id", "method", "dataset", "arch", "trial", "round", "requested_sparsity", "achieved_sparsity",
     "density", "compression", "prunable_weights", "kept_weights", "total_parameters", "flops", "dense_flops", "accuracy", "top5",
-    "test_loss", "epochs", "runtime_s", "scoring_s", "device",
+    "test_loss", "epochs", "runtime_s", "scoring_s", "device", "ablation",
 )
 
 
@@ -73,6 +76,8 @@ def _convert(value: Any, hint: Any, what: str) -> Any:
         if isinstance(value, bool):
             return value
         raise BenchError(f"{what} = {value!r} is not a boolean; accepted: true, false")
+    if hint is int and isinstance(value, bool | float):
+        raise BenchError(f"{what} = {value!r} is not an integer; accepted: a whole number such as {int(value)}")
     if hint in (int, float):
         try:
             return hint(value)
@@ -102,6 +107,11 @@ class Method(ABC):
     variants): a grid's "found" jobs take the analysis of its first such method."""
     needs_analysis: ClassVar[bool] = False
     """True: every job of the method waits for its found-sparsity analysis job (grids can also say so)."""
+    ablations: ClassVar[tuple[str, ...]] = ABLATION_NAMES
+    """The sanity ablations the method takes (`bench.ablations`); "none" only for methods without a mask."""
+    snapshot_types: ClassVar[tuple[type, ...]] = ()
+    """Classes besides tensors, containers and numbers that the method's snapshots hold (allow-listed
+    for the `weights_only` load; nothing else in a snapshot file is ever constructed)."""
 
     def __init__(self, settings: Any):
         self.settings = settings
@@ -118,6 +128,26 @@ class Method(ABC):
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         """Run the job; return one record per round, each made by `context.record`."""
+
+
+class Pruner(ABC):
+    """A method that makes a mask without training: what `bench.api.prune` runs in a user's own loop.
+
+    `prune` sees only the model, the labelled batches (already on the model's device), the sparsity, a
+    seed and the input shape (C, H, W), so the same code serves a job and any `nn.Module`."""
+
+    @abstractmethod
+    def prune(self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        """The mask of `model` at exactly `sparsity`; must not change `model`."""
+
+
+def check_ablation(method_class: type[Method], ablation: str) -> None:
+    """A one-line error unless `method_class` takes `ablation`."""
+    ABLATIONS.get(ablation)
+    if ablation not in method_class.ablations:
+        raise BenchError(f"method {method_class.name} does not take ablation {ablation!r}; accepted: "
+                         f"{', '.join(method_class.ablations)}")
 
 
 class JobContext:
@@ -144,6 +174,8 @@ class JobContext:
         self.stages: dict[str, str] = {}
         """Stage name -> "computed" or "loaded": the shared stages this job used (in every record)."""
         self._stage_results: dict[Path, StageResult] = {}
+        self.ablation = ABLATIONS.get(spec.ablation)
+        self.ablated_phases: list[str] = []
 
     @property
     def results_dir(self) -> Path:
@@ -167,12 +199,35 @@ class JobContext:
         model = build_model(self.spec.arch, self.model_input, self.seed(*(seed_names or ("init",))))
         return model.to(self.device)
 
+    def run_method(self) -> list[dict[str, Any]]:
+        """The method's records for this job, under its ablation; an ablation that changed nothing fails."""
+        with keep_lowest(self.ablation.keeps_lowest) as ranking:
+            records = self.method.run(self)
+        acted = bool(self.ablated_phases) if self.ablation.acts_on_masks else ranking.thresholds > 0
+        if self.ablation.name != NO_ABLATION and not acted:
+            raise RuntimeError(f"ablation {self.ablation.name} changed nothing in method {self.method.name}: "
+                               "no mask reached the training loop or no score was thresholded")
+        return records
+
     def train(self, model: nn.Module, phase: str, masks: Masks | None = None, settings: TrainSettings | None = None,
               **options: Any) -> PhaseResult:
-        """Train through the shared loop (resumable per phase); accumulates the training time."""
+        """Train through the shared loop (resumable per phase); accumulates the training time.
+
+        A mask handed in is ablated first (`shuffle`: new positions per layer; `reinit`: `model`'s
+        weights re-drawn in place), seeded by the trial and the phase."""
+        if masks is not None and self.ablation.acts_on_masks:
+            masks = self._ablate(model, masks, phase)
         result = self.trainer.train(model, phase, settings or self.train_settings, masks=masks, **options)
         self.train_seconds += result.seconds
         return result
+
+    def _ablate(self, model: nn.Module, masks: Masks, phase: str) -> Masks:
+        if self.ablation.shuffles_positions:
+            masks = shuffle_masks(masks, self.seed("ablation", "shuffle", phase))
+        if self.ablation.redraws_weights:
+            model.load_state_dict(self.new_model("ablation", "reinit", phase).state_dict())
+        self.ablated_phases.append(phase)
+        return masks
 
     def use_stage(self, stage: StageSpec, compute: Callable[[Path], dict[str, Any]], scoring: bool = False
                   ) -> StageResult:
@@ -220,11 +275,20 @@ class JobContext:
         return self.job_dir / "ckpt" / f"{name}.snapshot.pt"
 
     def save_snapshot(self, name: str, value: Any) -> None:
-        torch_save(self.snapshot_path(name), value)
+        """Store `value` (tensors, containers, numbers and the method's `snapshot_types`), checksummed."""
+        save_checked(self.snapshot_path(name), value)
 
     def load_snapshot(self, name: str) -> Any:
+        """The stored snapshot, or None when it is missing or corrupt (then the method recomputes it)."""
         path = self.snapshot_path(name)
-        return torch.load(path, map_location=self.device, weights_only=False) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return load_checked(path, map_location=self.device, safe_types=self.method.snapshot_types)
+        except CorruptFileError as error:
+            path.replace(path.with_name(path.name + ".corrupt"))
+            print(f"warning: {error}; set aside as {path.name}.corrupt, recomputing it", file=sys.stderr, flush=True)
+            return None
 
     def record(self, model: nn.Module, masks: Masks | None, evaluation: Evaluation, epochs: int, round: int = 0,
                requested_sparsity: float | None = None, **extra: Any) -> dict[str, Any]:
@@ -257,6 +321,7 @@ class JobContext:
             "runtime_s": self.train_seconds + self.scoring_seconds,
             "scoring_s": self.scoring_seconds,
             "device": device_name(self.device),
+            "ablation": self.spec.ablation,
             "extra": extra | ({"stages": dict(self.stages)} if self.stages else {}),
         }
 

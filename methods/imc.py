@@ -167,6 +167,8 @@ class IMCAnalysis:
         self.settings = settings
         base = {"dataset": context.spec.dataset, "arch": context.spec.arch, "trial": context.trial,
                 "recipe": asdict(context.train_settings)}
+        if context.spec.image_size is not None:  # absent at the default, so existing cache keys stay
+            base["image_size"] = context.spec.image_size
         self.pretrain_key = base | settings.subset(PRETRAIN_KEYS)
         self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
         self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS)
@@ -354,6 +356,8 @@ class IMCVariant(Method):
     quick_hparams = QUICK_HPARAMS
     reuses_found_analysis = True
     found_analysis_hparams = staticmethod(analysis_hparams)
+    ablations = ("none", "shuffle", "reinit")
+    """`invert` would change the mask inside the cached selection stage that the variants share."""
 
     def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
         raise NotImplementedError
@@ -411,6 +415,7 @@ class IMCAnalysisOnly(Method):
     quick_hparams = QUICK_HPARAMS
     provides_found = True
     found_analysis_hparams = staticmethod(analysis_hparams)
+    ablations = ("none",)  # records theta_P masked, trains no mask
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)
@@ -425,6 +430,7 @@ class IMCLipschitz(Method):
     takes_sparsity = False
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS | {"lipschitz_sweep_p": (2.0, 5.0), "lipschitz_sweep_delta": (0.01, 0.1)}
+    ablations = ("none",)  # no mask
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)

@@ -5,9 +5,14 @@ the weights, pruned weights exactly zero, the achieved sparsity, complete record
 with the same seed give the same masks and numbers.
 """
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
+from bench import run as bench_run
 from bench.jobs import make_context
 from bench.masks import check_binary, prunable_parameters
 from bench.spec import JobSpec, RunSettings
@@ -26,10 +31,10 @@ def contract_spec(name: str) -> JobSpec:
                    train={"epochs": 1}, hparams=dict(method.quick_hparams))
 
 
-def run_method(name: str, folder):
-    spec = contract_spec(name)
+def run_method(name: str, folder, arch: str = TINY_ARCH):
+    spec = replace(contract_spec(name), arch=arch)
     context = make_context(spec, RunSettings(device="cpu", progress=False), folder / "jobs" / spec.job_id, folder)
-    records = context.method.run(context)
+    records = context.run_method()
     return context, records
 
 
@@ -65,3 +70,40 @@ def test_method_contract(name, tmp_path):
     _, again_masks = again_context.last_recorded
     if masks is not None:
         assert all(torch.equal(masks[layer], again_masks[layer]) for layer in masks)
+
+
+ARCH_DEPENDENT = ("grasp", "synflow")
+
+
+@pytest.mark.parametrize("arch, name", [("wrn10-1", name) for name in method_names()]
+                         + [(arch, name) for arch in ("vgg11", "resnet18") for name in ARCH_DEPENDENT])
+def test_methods_on_the_other_architectures(arch, name, tmp_path):
+    """Every method on a Wide ResNet; the methods with architecture-dependent steps (SynFlow's float64
+    copy, GraSP's classifier re-draw) on VGG and ResNet-18 (8x8 digits; `tests/test_api.py` runs
+    sanity-check and the others on torchvision's resnet18)."""
+    context, records = run_method(name, tmp_path, arch)
+    for record in records:
+        check_record(record, context.method)
+        assert record["arch"] == arch
+    model, masks = context.last_recorded
+    if masks is not None:
+        weights = prunable_parameters(model)
+        assert set(masks) == set(weights)
+        assert all(torch.all(weights[layer][mask == 0] == 0) for layer, mask in masks.items())
+
+
+def test_cli_runs_the_new_archs_on_small_32x32_data(tmp_path, capsys):
+    """The issue's command: --arch vgg16,wrn16-8,resnet18 --methods snip,synflow on a 32x32 ImageFolder."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 4), ("test", 2)):
+        for label in range(2):
+            folder = tmp_path / "data" / split / f"c{label}"
+            folder.mkdir(parents=True)
+            for index in range(count):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{index}.png")
+    code = bench_run.main(["--arch", "vgg16,wrn16-8,resnet18", "--methods", "snip,synflow", "--dataset", "imagefolder",
+                           "--data-root", str(tmp_path / "data"), "--epochs", "1", "--sparsity", "0.9",
+                           "--results", str(tmp_path / "results"), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.count("| done") == 6 and "0.900" in out

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.atomic import load_checked
 from bench.errors import BenchError
 from bench.found import analysis_spec, found_sparsity
 from bench.jobs import make_context, run_job
@@ -79,8 +80,7 @@ def test_variants_share_one_analysis_and_start_from_their_weights(tmp_path):
 
     masks = analysis.masks
     for name in records:  # the retrained weights are masked by the shared IMC mask
-        retrained = torch.load(job_dir(tmp_path, spec_of(name, sparsity=0.5)) / "ckpt" / "retrain.pt",
-                               weights_only=False)
+        retrained = load_checked(job_dir(tmp_path, spec_of(name, sparsity=0.5)) / "ckpt" / "retrain.pt")
         for layer, mask in masks.items():
             assert torch.equal(retrained["masks"][layer], mask)
             assert not retrained["model"][layer][mask == 0].any()

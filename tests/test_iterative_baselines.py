@@ -12,6 +12,7 @@ import torch
 
 from baselines.continuous_sparsification import soft_masks, ticket_masks
 from baselines.lth import round_sparsity, rounds_for
+from bench.atomic import load_checked
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
 from bench.spec import JobSpec
@@ -62,11 +63,11 @@ def dense_run(results: Path, name: str = "result.pt") -> dict[str, torch.Tensor]
     """The shared dense trajectory's final state (or, by `name`, one of its snapshots)."""
     folder = next((results / "stages").glob("dense-trajectory-*"))
     path = folder / name if name == "result.pt" else folder / "snapshots" / name
-    return torch.load(path, weights_only=True)["model"]
+    return load_checked(path)["model"]
 
 
 def round_masks(results: Path, spec: JobSpec, round_index: int) -> dict[str, torch.Tensor]:
-    return torch.load(job_dir(results, spec) / "ckpt" / f"round{round_index}.pt", weights_only=False)["masks"]
+    return load_checked(job_dir(results, spec) / "ckpt" / f"round{round_index}.pt")["masks"]
 
 
 def masked_weights(state: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -126,7 +127,7 @@ def test_lth_finetune_keeps_the_trained_weights_at_a_constant_small_lr(tmp_path,
     with (job_dir(tmp_path, spec) / "epochs.csv").open() as handle:
         rates = [float(row["lr"]) for row in csv.DictReader(handle) if row["phase"] == "round1"]
     assert rates == [0.001, 0.001]
-    final = torch.load(job_dir(tmp_path, spec) / "ckpt" / "round1.pt", weights_only=False)
+    final = load_checked(job_dir(tmp_path, spec) / "ckpt" / "round1.pt")
     for name, mask in final["masks"].items():  # pruned weights stay exactly zero while fine-tuning
         assert bool((final["model"][name][mask == 0] == 0).all())
 
@@ -139,7 +140,7 @@ def test_lth_resumes_mid_round_with_the_same_numbers(tmp_path, monkeypatch):
         status = run_spec(tmp_path / "interrupted", spec)
     assert status["state"] == "failed"
     folder = job_dir(tmp_path / "interrupted", spec)
-    assert torch.load(folder / "ckpt" / "round2.pt", weights_only=False)["next_epoch"] == 1
+    assert load_checked(folder / "ckpt" / "round2.pt")["next_epoch"] == 1
     resumed = run(tmp_path / "interrupted", spec, retry_failed=True)
     assert read_status(folder)["attempt"] == 2
     for field in ("round", "achieved_sparsity", "accuracy", "test_loss", "epochs"):

@@ -38,7 +38,8 @@ def test_job_directory_holds_every_record_file(tmp_path):
     assert status["state"] == DONE
     folder = job_dir(tmp_path, spec())
     names = {path.name for path in folder.iterdir()}
-    assert names == {"spec.json", "status.json", "metrics.json", "epochs.csv", "layers.csv", "provenance.json", "ckpt"}
+    assert names == {"spec.json", "status.json", "metrics.json", "epochs.csv", "layers.csv", "provenance.json", "ckpt",
+                     "lock"}
     stored = json.loads((folder / "spec.json").read_text())
     assert stored["job_id"] == spec().job_id and stored["run"]["device"] == "cpu"
     records = json.loads((folder / "metrics.json").read_text())

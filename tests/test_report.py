@@ -118,8 +118,8 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     assert (out / "tables" / f"{DATASET}-{ARCH}-found.tex").read_text().startswith("\\begin{tabular}")
     readme = (out / "README.md").read_text()
     assert "grasp" in readme and "diverged: training loss became nan" in readme
-    assert "synflow" in readme.split("## Missing or unfinished jobs")[1]
-    assert "1 failed, 1 missing" in readme
+    assert "synflow" in readme.split("## Missing, corrupt or unfinished jobs")[1]
+    assert "1 failed, 0 blocked by a failed job, 1 missing" in readme
     assert f"### Accuracy at the paper's sparsity: {DATASET}, {ARCH} (paper's Table 8)" in readme
     for name in (f"accuracy-vs-sparsity-{DATASET}-{ARCH}", f"cost-{DATASET}-{ARCH}", "imc-spectrum"):
         for suffix in (".png", ".pdf"):

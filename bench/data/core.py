@@ -1,8 +1,10 @@
 """The dataset record, the registry of sources, the on-disk cache and reduced training sets.
 
 A source decodes its raw files once into an `ImageData` of uint8 tensors (N, C, H, W); the result is
-saved atomically to a cache file keyed by the source, its root and its settings, so later jobs load a
-single tensor file. `NAME@Nk` names a class-stratified, seeded subset of NAME's training set (the test
+saved atomically, with a checksum, to a cache file keyed by the source, its root, its settings and a
+fingerprint of its files (`folder_fingerprint`: names, sizes and mtimes), so later jobs load a single
+tensor file, and adding a class or an image rebuilds it. A cache file that fails its checksum or holds
+more than tensors is rebuilt, with a warning naming it. `NAME@Nk` names a class-stratified, seeded subset of NAME's training set (the test
 set is kept whole): the paper's "reduced training samples" tables use cifar10@5k, imagenet-sub@10k
 and cifar100@5k.
 """
@@ -13,13 +15,14 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from bench.atomic import torch_save
+from bench.atomic import CorruptFileError, load_checked, save_checked
 from bench.errors import BenchError
 from bench.registry import Registry
 
@@ -127,22 +130,53 @@ def stratified_subset(labels: torch.Tensor, count: int, seed: int) -> torch.Tens
     return torch.sort(torch.cat(chosen)).values
 
 
-def _cache_path(name: str, source: Source, settings: DataSettings) -> Path:
+def folder_fingerprint(root: Path, mtimes: bool = True) -> dict:
+    """What identifies the files under `root`: their count and a sha256 of (path, size[, mtime]) of each.
+
+    A source's `cache_key` includes it, so that a file added, removed, resized or touched changes the
+    key and rebuilds the cache. `mtimes=False` keys on sizes only (archives that are copied around).
+    """
+    root = Path(root)
+    entries = []
+    for folder, _, names in os.walk(root, followlinks=True):
+        for name in names:
+            path = Path(folder) / name
+            stat = path.stat()
+            entries.append(f"{path.relative_to(root).as_posix()}\t{stat.st_size}" + (f"\t{stat.st_mtime_ns}" if mtimes else ""))
+    digest = hashlib.sha256("\n".join(sorted(entries)).encode()).hexdigest()[:16]
+    return {"files": len(entries), "sha256": digest}
+
+
+def files_fingerprint(paths: list[Path]) -> dict:
+    """`folder_fingerprint` for a list of files (e.g. batch files found by a pattern)."""
+    entries = sorted(f"{path.name}\t{path.stat().st_size}\t{path.stat().st_mtime_ns}" for path in paths)
+    return {"files": len(entries), "sha256": hashlib.sha256("\n".join(entries).encode()).hexdigest()[:16]}
+
+
+def cache_path(name: str, source: Source, settings: DataSettings) -> Path:
     key = json.dumps({"source": name, **source.cache_key(settings)}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return settings.resolved_cache_dir() / f"{name}-{digest}.pt"
 
 
 def _load_cached(name: str, source: Source, settings: DataSettings) -> ImageData:
-    path = _cache_path(name, source, settings)
+    path = cache_path(name, source, settings)
     if path.exists():
         try:
-            return ImageData(**torch.load(path, weights_only=True))
-        except Exception as error:  # a torn or foreign file: rebuild it
-            print(f"warning: dataset cache {path} is unreadable ({error}); rebuilding it")
+            return ImageData(**load_checked(path))
+        except (CorruptFileError, TypeError) as error:  # a torn, edited or foreign file: rebuild it
+            print(f"warning: dataset cache {path} is unreadable ({error}); rebuilding it", file=sys.stderr, flush=True)
     data = source.load(settings)
-    torch_save(path, data.to_dict())
+    _check_classes(name, data)
+    # the key again: a download may have created the files that the key fingerprints
+    save_checked(cache_path(name, source, settings), data.to_dict())
     return data
+
+
+def _check_classes(name: str, data: ImageData) -> None:
+    present = torch.unique(data.train_labels).numel()
+    if data.num_classes < 2 or present < 2:
+        raise BenchError(f"dataset {name} has {present} class(es) in its training set; accepted: at least 2 classes")
 
 
 def load_dataset(name: str, settings: DataSettings | None = None) -> ImageData:

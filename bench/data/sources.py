@@ -28,7 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.core import DATASETS, DataSettings, ImageData, Source, channel_stats, stratified_subset
+from bench.data.core import (
+    DATASETS,
+    DataSettings,
+    ImageData,
+    Source,
+    channel_stats,
+    files_fingerprint,
+    folder_fingerprint,
+    stratified_subset,
+)
 from bench.errors import BenchError
 
 DECODE_THREADS = 4
@@ -159,7 +168,15 @@ class Cifar:
         return torch.tensor([self.classes.index(name) for name in folder_classes])
 
     def cache_key(self, settings: DataSettings) -> dict:
-        return {"root": str(_require_root(settings, self.dataset_class).resolve()), "layout": self.layout(settings)}
+        """The root, the layout and what defines the files: the archive files' sizes (a partial or replaced
+        copy rebuilds the cache), or the image folder's file list with sizes and mtimes."""
+        root = _require_root(settings, self.dataset_class)
+        layout = self.layout(settings)
+        key = {"root": str(root.resolve()), "layout": layout}
+        if layout == FOLDER_LAYOUT:
+            return key | {"files": {split: folder_fingerprint(root / split) for split in ("train", "test")}}
+        folder = root / self.folder
+        return key | {"files": folder_fingerprint(folder, mtimes=False) if folder.is_dir() else "not downloaded yet"}
 
 
 for _name, _cifar in {
@@ -230,8 +247,14 @@ def load_image_folder(settings: DataSettings) -> ImageData:
     return _load_image_folder_root(root, "imagefolder", settings.image_size, None, None, settings.subset_seed)
 
 
+def _split_fingerprints(root: Path, what: str) -> dict:
+    """Fingerprints of an ImageFolder root's train/ and test/ (or val/) folders; checks the layout."""
+    return {split[0]: folder_fingerprint(_split_dir(root, split, what)) for split in (("train",), ("test", "val"))}
+
+
 def _folder_cache_key(settings: DataSettings) -> dict:
-    return {"root": str(_require_root(settings, "imagefolder").resolve()), "size": settings.image_size}
+    root = _require_root(settings, "imagefolder")
+    return {"root": str(root.resolve()), "size": settings.image_size, "files": _split_fingerprints(root, "imagefolder")}
 
 
 DATASETS.register("imagefolder")(Source(load=load_image_folder, cache_key=_folder_cache_key))
@@ -240,13 +263,29 @@ DATASETS.register("imagefolder")(Source(load=load_image_folder, cache_key=_folde
 # --- ImageNet subsample ---------------------------------------------------------------------------
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays, lists, dicts, strings and numbers, and nothing else."""
+
+    ALLOWED = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused {module}.{name}: only numpy arrays, lists, dicts and numbers")
+        return super().find_class(module, name)
+
+
 def _read_batch_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if path.suffix == ".npz":
-        with np.load(path) as archive:
+        with np.load(path, allow_pickle=False) as archive:
             return archive["data"], np.asarray(archive["labels"])
-    with path.open("rb") as handle:
-        batch = pickle.load(handle)
-    return np.asarray(batch["data"]), np.asarray(batch["labels"])
+    try:
+        with path.open("rb") as handle:
+            batch = _ArraysOnly(handle, encoding="latin1").load()
+        return np.asarray(batch["data"]), np.asarray(batch["labels"])
+    except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as error:
+        raise BenchError(f"imagenet-sub: batch file {path} is not a downsampled-ImageNet batch ({error}); "
+                         "accepted: pickles or .npz of numpy arrays 'data' and 'labels'") from None
 
 
 def _load_downsampled_batches(root: Path, settings: DataSettings) -> ImageData:
@@ -278,8 +317,12 @@ def load_imagenet_sub(settings: DataSettings) -> ImageData:
 
 
 def _imagenet_cache_key(settings: DataSettings) -> dict:
+    root = _require_root(settings, "imagenet-sub")
+    batches = sorted(root.rglob("train_data_batch_*")) + sorted(root.rglob("val_data*"))
+    files = files_fingerprint(batches) if batches else _split_fingerprints(root, "imagenet-sub")
     return {
-        "root": str(_require_root(settings, "imagenet-sub").resolve()),
+        "root": str(root.resolve()),
+        "files": files,
         "size": settings.image_size,
         "train": settings.imagenet_train_size,
         "test": settings.imagenet_test_size,

@@ -1,0 +1,98 @@
+"""Checks `bench.run` makes before any job folder is written: every problem found here is one line, exit 2.
+
+- the grid's parts have the right types (a string `methods` or `datasets`, a float `trials`, a float
+  `epochs` are refused, not misread), and `trials` is at least 1;
+- every job's training and method settings build (names and types);
+- `--results` is a folder this user can write (or can be created);
+- every dataset's root exists and holds a layout its source recognises (its cache key reads the
+  files), `NAME@Nk` fits the dataset and it has at least two classes (the dataset is decoded into its
+  cache, which the first job would do anyway; under SLURM only when the cache is already there);
+- the device exists (`cuda:N` within the GPUs torch sees).
+
+The SLURM request itself (CPUs, memory, GPUs, time against the partition's nodes) is checked by
+`bench.slurm_limits` when the jobs are submitted.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bench.data import DATASETS, load_dataset, parse_dataset_name
+from bench.data.core import cache_path
+from bench.errors import BenchError
+from bench.grid import Grid, GridPart, PlannedJob
+from bench.spec import RunSettings
+from bench.train import TrainSettings
+from methods.base import build_settings
+from methods.registry import get_method
+
+LIST_FIELDS = ("datasets", "archs", "sparsities", "needs_analysis")
+
+
+def check_grid(grid: Grid) -> None:
+    """Refuse grid values of the wrong type before they are expanded into jobs."""
+    for part in grid.parts:
+        _check_part(part)
+
+
+def _check_part(part: GridPart) -> None:
+    where = f"grid {part.name!r}"
+    if isinstance(part.methods, str) and part.methods != "all":
+        raise BenchError(f"{where}: methods = {part.methods!r} is a string; accepted: a list such as "
+                         f"[{part.methods!r}] or \"all\"")
+    for name in LIST_FIELDS:
+        value = getattr(part, name)
+        if isinstance(value, str):
+            raise BenchError(f"{where}: {name} = {value!r} is a string; accepted: a list such as [{value!r}]")
+    for name, value in (("methods", part.methods), ("datasets", part.datasets), ("archs", part.archs)):
+        bad = [item for item in value if not isinstance(item, str)] if not isinstance(value, str) else []
+        if bad:
+            raise BenchError(f"{where}: {name} holds {bad!r}; accepted: names (strings)")
+    if isinstance(part.trials, bool) or not isinstance(part.trials, int) or part.trials < 1:
+        raise BenchError(f"{where}: trials = {part.trials!r} (or --trials); accepted: an integer >= 1")
+    if not isinstance(part.train, dict) or not isinstance(part.hparams, dict):
+        raise BenchError(f"{where}: [train] and [hparams.<method>] must be tables of settings")
+    build_settings(TrainSettings, part.train, f"{where} training")
+
+
+def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, executor: str) -> None:
+    """Everything a run needs that can be checked here, before the executor writes a job folder."""
+    _check_results(Path(results))
+    for job in planned:
+        build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
+        method = get_method(job.spec.method)
+        build_settings(method.Settings, job.spec.hparams, f"method {job.spec.method}")
+    for name in dict.fromkeys(job.spec.dataset for job in planned):
+        _check_dataset(name, run, decode=executor != "slurm")
+    if executor != "slurm":
+        _check_device(run.device)
+
+
+def _check_results(results: Path) -> None:
+    existing = results
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"--results {results}: {existing} is not a folder; accepted: a writable folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"--results {results}: {existing} is not writable by this user; accepted: a writable folder")
+
+
+def _check_dataset(name: str, run: RunSettings, decode: bool) -> None:
+    base, _ = parse_dataset_name(name)
+    source = DATASETS.get(base)
+    source.cache_key(run.data)  # checks the root and its layout (the key fingerprints the files)
+    if decode or cache_path(base, source, run.data).exists():
+        load_dataset(name, run.data)  # NAME@Nk within the training set, at least two classes
+
+
+def _check_device(device: str) -> None:
+    if not device.startswith("cuda:"):
+        return
+    import torch
+
+    index = device.partition(":")[2]
+    if not index.isdigit() or int(index) >= torch.cuda.device_count():
+        raise BenchError(f"device {device!r}: torch sees {torch.cuda.device_count()} GPU(s); accepted: "
+                         + (", ".join(f"cuda:{i}" for i in range(torch.cuda.device_count())) or "cpu"))
