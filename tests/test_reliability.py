@@ -42,6 +42,7 @@ from bench.stages import StageSpec, obtain
 from bench.store import CORRUPT, DONE, FAILED, job_dir, job_lock, read_status, write_spec
 from bench.tracking import job_states, queue_reason
 from bench.train import EpochLog, Trainer, TrainSettings
+from bench.trajectory import trajectory_stage
 from tests.conftest import TINY_ARCH, run_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -76,10 +77,13 @@ def bench_command(results: Path, *extra: str) -> list[str]:
 
 def test_crafted_checkpoint_never_runs_its_code_and_the_phase_restarts(tmp_path, capsys):
     marker = tmp_path / "created-by-unpickling"
-    folder = job_dir(tmp_path, dense())
+    job = job_dir(tmp_path, dense())
+    (job / "ckpt").mkdir(parents=True)
+    torch.save({"model": CreatesFile(marker), "complete": True}, job / "ckpt" / "train.pt")
+    print(describe_resume(job))  # the SLURM log line reads the checkpoints too
+    folder = trajectory_stage(dense(), TrainSettings(epochs=2)).folder(tmp_path)  # where dense trains
     (folder / "ckpt").mkdir(parents=True)
     torch.save({"model": CreatesFile(marker), "complete": True}, folder / "ckpt" / "train.pt")
-    print(describe_resume(folder))  # the SLURM log line reads the checkpoints too
 
     status = run_spec(tmp_path, dense())
 
