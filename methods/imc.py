@@ -11,7 +11,7 @@ code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
    PyHessian's Hessian-vector products (runs until the count of converged top Ritz values is stable),
    the top eigenvalues (the largest converged Ritz values; PyHessian's power iteration where they do
    not suffice), and the secant estimate of the Lipschitz constant K(p, Delta) of
-   F(U) = -grad L(W+U) + grad L(W) + H U, in float64, with what it measures: ||H(W+U) - H(W)|| and
+   F(U) = -grad L(W+U) + grad L(W) + H U, in float64 where float32 rounding would blur it, with what it measures: ||H(W+U) - H(W)|| and
    the share of ReLU units that flip sign between W and W+U (`methods.spectrum`);
 3. the gap rule: s* = the largest fraction of the spectrum above an admissible gap (gap > 4K, gap
    resolved by SLQ, lower side >= 0, fraction <= max_sparsity); the fraction is k / d with k the
@@ -36,7 +36,7 @@ stop, where the top eigenvalues come from, the power iteration's budget (`power_
 `power_tolerance`: PyHessian's own defaults), the Lipschitz sample count, its dtype and the power
 iterations of its Hessian-change diagnostic, `gap_resolution`, `max_sparsity`, `spectrum_count`,
 `select`, `max_eigvecs`, `finetune_lr_scale` and `lipschitz_override`. Settings that reproduce the
-analysis as it was before these choices (8 SLQ runs, power iteration, K in float32):
+analysis' Hessian-vector-product budget before these choices (8 SLQ runs, power iteration, K in float32):
 `LEGACY_ANALYSIS_HPARAMS`. Seeds come from the trial (`JobContext.seed`). When a
 job is given a requested sparsity (the report's `paper` source), IMC prunes at that sparsity with its
 own mask and still records the s* it found.
@@ -44,9 +44,7 @@ own mask and still records the s* it found.
 
 from __future__ import annotations
 
-import copy
 import time
-from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -62,13 +60,14 @@ from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
 from methods.base import JobContext, Method
 from methods.registry import register
 from methods.spectrum import (
+    SECANT_DTYPES,
     SPECTRUM_COUNTS,
     GapRule,
     HessianOperator,
     LipschitzEstimate,
+    SecantOperators,
     Spectrum,
     choose_split,
-    lipschitz_estimate,
     prunable_hessian,
     slq,
 )
@@ -76,10 +75,9 @@ from methods.spectrum import (
 CACHE_FOLDER = "imc-cache"
 SELECTIONS = ("magnitude", "slow-manifold")
 TOP_EIGENVALUE_SOURCES = ("ritz", "power")
-LIPSCHITZ_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 ANALYSIS_VERSION = 2
 """Part of the analysis and sweep cache keys: 2 = early-stopped SLQ with residual bounds, Ritz top
-eigenvalues, K in float64 with its diagnostics (version 1 analyses are not reused)."""
+eigenvalues, K with its diagnostics, in float64 where needed (version 1 analyses are not reused)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +100,9 @@ class IMCSettings:
     lipschitz_p: float = field(default=2.0, metadata={"help": "p of the p-norm in K(p, Delta)"})
     lipschitz_delta: float = field(default=0.01, metadata={"help": "radius Delta of the perturbations U"})
     lipschitz_samples: int = field(default=16, metadata={"help": "random pairs (U_a, U_b) of the secant estimate"})
-    lipschitz_dtype: str = field(default="float64", metadata={
-        "help": "dtype of the secants: float64, or float32 (faster; K at small Delta inflated by rounding)"})
+    lipschitz_dtype: str = field(default="auto", metadata={
+        "help": "dtype of the secants: auto (the model's, float64 where its rounding would exceed 1% of a "
+                "secant), float64, or float32 (K at small Delta inflated by rounding)"})
     hessian_change_iterations: int = field(default=5, metadata={
         "help": "power iterations on H(W+U) - H(W) at the pair that gives K (0: not measured)"})
     lipschitz_override: float | None = field(
@@ -139,9 +138,9 @@ class IMCSettings:
         if self.top_eigenvalues_from not in TOP_EIGENVALUE_SOURCES:
             raise BenchError(f"IMC setting top_eigenvalues_from = {self.top_eigenvalues_from!r}; accepted: "
                              f"{', '.join(TOP_EIGENVALUE_SOURCES)}")
-        if self.lipschitz_dtype not in LIPSCHITZ_DTYPES:
+        if self.lipschitz_dtype not in SECANT_DTYPES:
             raise BenchError(f"IMC setting lipschitz_dtype = {self.lipschitz_dtype!r}; accepted: "
-                             f"{', '.join(LIPSCHITZ_DTYPES)}")
+                             f"{', '.join(SECANT_DTYPES)}")
         if self.select not in SELECTIONS:
             raise BenchError(f"IMC setting select = {self.select!r}; accepted: {', '.join(SELECTIONS)}")
         if not 0.0 < self.max_sparsity < 1.0:
@@ -233,17 +232,15 @@ class IMCAnalysis:
         count = self.settings.hessian_batches * self.settings.hessian_batch_size
         return self.context.data.fixed_train_sample(count, self.context.seed("imc", "hessian"))
 
-    def lipschitz(self, operator: HessianOperator, p: float, delta: float) -> LipschitzEstimate:
+    def lipschitz(self, operators: SecantOperators, p: float, delta: float) -> LipschitzEstimate:
         """K(p, Delta) at theta_P; the seed depends on (p, Delta) only, so the sweep repeats the analysis' K."""
-        return lipschitz_estimate(operator, p, delta, self.settings.lipschitz_samples,
+        return operators.estimate(p, delta, self.settings.lipschitz_samples,
                                   self.context.seed("imc", "lipschitz", p, delta),
                                   self.settings.hessian_change_iterations)
 
-    def secant_hessian(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor
-                       ) -> AbstractContextManager[HessianOperator]:
-        """The Hessian operator K is estimated on: a copy of `model` in `lipschitz_dtype`."""
-        dtype = LIPSCHITZ_DTYPES[self.settings.lipschitz_dtype]
-        return prunable_hessian(copy.deepcopy(model).to(dtype), inputs.to(dtype), labels)
+    def secant_operators(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> SecantOperators:
+        """The Hessian operators K is estimated on, in `lipschitz_dtype`."""
+        return SecantOperators(model, inputs, labels, self.settings.lipschitz_dtype)
 
     def _timed(self, compute) -> Any:
         started = time.perf_counter()
@@ -298,10 +295,10 @@ class IMCAnalysis:
             hvps["slq"] = operator.hvps
             top, seconds["top_eigenvalues"] = self._timed(lambda: self._top_eigenvalues(operator, spectrum))
             dimension = operator.dimension
-        with self.secant_hessian(model, inputs, labels) as operator:
+        with self.secant_operators(model, inputs, labels) as operators:
             lipschitz, seconds["lipschitz"] = self._timed(
-                lambda: self.lipschitz(operator, settings.lipschitz_p, settings.lipschitz_delta))
-            hvps["lipschitz"] = operator.hvps
+                lambda: self.lipschitz(operators, settings.lipschitz_p, settings.lipschitz_delta))
+            hvps["lipschitz"] = operators.hvps()
         seconds["lipschitz_diagnostics"] = lipschitz.diagnostics_s
         return {"spectrum": asdict(spectrum), "top_eigenvalues": top["values"],
                 "top_eigenvalues_source": top["source"], "lipschitz": asdict(lipschitz),
@@ -510,8 +507,8 @@ class IMCLipschitz(Method):
         model = imc.model_at(imc.pretrained["theta_P"])
         inputs, labels = imc.hessian_sample()
         table = []
-        with imc.secant_hessian(model, inputs, labels) as operator:
+        with imc.secant_operators(model, inputs, labels) as operators:
             for p in settings.lipschitz_sweep_p:
                 for delta in settings.lipschitz_sweep_delta:
-                    table.append(asdict(imc.lipschitz(operator, p, delta)))
+                    table.append(asdict(imc.lipschitz(operators, p, delta)))
         return {"table": table, "seconds": time.perf_counter() - started}

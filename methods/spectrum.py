@@ -43,10 +43,11 @@ the theory is Theorem 5 of the IMC paper's supplement (`../shared/paper/imc-supp
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -66,6 +67,9 @@ BREAKDOWN_TOLERANCE = 1e-10
 RITZ_TOLERANCE = 1e-3
 """A Ritz value has converged when its residual bound is at most this x the spread of its run's Ritz values."""
 SPECTRUM_COUNTS = ("count", "mass", "nodes")
+SECANT_DTYPES = ("auto", "float64", "float32")
+ROUNDING_LIMIT = 0.01
+"""`auto` computes the secants in float64 when float32 rounding would be more than this share of a secant."""
 RELU_FUNCTIONS = (F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_)
 
 
@@ -377,6 +381,7 @@ class LipschitzEstimate:
     hessian_change: float | None = None
     relu_flip_share: float | None = None
     relu_flip_shares: list[float] = field(default_factory=list)
+    float32_rounding_share: float | None = None  # `auto`: float32 rounding / the secant it would blur
     diagnostics_s: float = 0.0
 
 
@@ -414,6 +419,61 @@ def lipschitz_estimate(operator: HessianOperator, p: float, delta: float, sample
                              diagnostics_s=time.perf_counter() - started)
 
 
+def float32_rounding_share(low: HessianOperator, high: HessianOperator, p: float, delta: float, seed: int) -> float:
+    """How much of a secant numerator float32 rounding would be: 2 ||grad_32 L(W) - grad_64 L(W)||_p over
+    ||F(U_a) - F(U_b)||_p for the first pair of `seed` (two gradients, each with that rounding)."""
+    generator = torch.Generator().manual_seed(seed)
+    first, second = (random_shift(low, p, delta, generator) for _ in range(2))
+    numerator = float(torch.linalg.vector_norm(remainder_difference(low, first, second).double(), ord=p))
+    noise = float(torch.linalg.vector_norm(low.gradient.double() - high.gradient.double(), ord=p))
+    return 2.0 * noise / numerator if numerator > 0 else float("inf")
+
+
+class SecantOperators:
+    """The Hessian operators K is estimated on, for one model and sample: in the model's dtype and a
+    float64 copy, each built when first needed (`with SecantOperators(...) as operators`)."""
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, dtype: str):
+        if dtype not in SECANT_DTYPES:
+            raise BenchError(f"secant dtype {dtype!r} is unknown; accepted: {', '.join(SECANT_DTYPES)}")
+        self.model, self.inputs, self.labels, self.dtype = model, inputs, labels, dtype
+        self.own_dtype = next(model.parameters()).dtype
+        self.stack = ExitStack()
+        self.operators: dict[torch.dtype, HessianOperator] = {}
+
+    def __enter__(self) -> SecantOperators:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stack.close()
+
+    def operator(self, dtype: torch.dtype) -> HessianOperator:
+        if dtype not in self.operators:
+            model = self.model if dtype == self.own_dtype else copy.deepcopy(self.model).to(dtype)
+            self.operators[dtype] = self.stack.enter_context(
+                prunable_hessian(model, self.inputs.to(dtype), self.labels))
+        return self.operators[dtype]
+
+    def hvps(self) -> int:
+        return sum(operator.hvps for operator in self.operators.values())
+
+    def estimate(self, p: float, delta: float, samples: int, seed: int, hessian_change_iterations: int
+                 ) -> LipschitzEstimate:
+        """K(p, Delta) in float64, in the model's dtype, or (`auto`) in the model's dtype unless its
+        rounding would exceed `ROUNDING_LIMIT` of a secant (small Delta), then in float64."""
+        own, share = self.own_dtype, None
+        if self.dtype == "float64" or (self.dtype == "auto" and own == torch.float64):
+            chosen = torch.float64
+        elif self.dtype == "float32":
+            chosen = torch.float32
+        else:
+            share = float32_rounding_share(self.operator(own), self.operator(torch.float64), p, delta, seed)
+            chosen = torch.float64 if share > ROUNDING_LIMIT else own
+        estimate = lipschitz_estimate(self.operator(chosen), p, delta, samples, seed, hessian_change_iterations)
+        estimate.float32_rounding_share = share
+        return estimate
+
+
 # --- the gap rule -------------------------------------------------------------------------------
 
 
@@ -447,7 +507,7 @@ class Split:
     fraction_nodes: float = 0.0
     count: int | None = None  # converged Ritz values above the split (largest over the runs), if certified
     count_runs: list[int] | None = None  # that count in each run
-    decided_by: str = ""  # the reading s* was taken from: count, mass or nodes
+    decided_by: str = ""  # the reading s* was taken from: count, mass, nodes, or "no gap" (s* = 0)
     admissible_splits: int = 0
     reason: str = ""
 
@@ -469,7 +529,7 @@ def choose_split(spectrum: Spectrum, rule: GapRule) -> Split:
     four_k = 4.0 * rule.lipschitz
     resolution = rule.gap_resolution * float(nodes.max() - nodes.min()) if nodes.numel() else 0.0
     empty = Split(sparsity=0.0, spectrum_count=rule.spectrum_count, four_k=four_k, resolution_threshold=resolution,
-                  reason="no spectral gap")
+                  decided_by="no gap", reason="no spectral gap")
     if nodes.numel() < 2:
         return empty
     gaps = nodes[:-1] - nodes[1:]
