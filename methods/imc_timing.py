@@ -28,6 +28,11 @@ def is_legacy(hparams: dict) -> bool:
     return all(hparams.get(key) == value for key, value in LEGACY_ANALYSIS_HPARAMS.items())
 
 
+def without_legacy(hparams: dict) -> dict:
+    """The settings an analysis shares with its old-budget twin."""
+    return {key: value for key, value in hparams.items() if key not in LEGACY_ANALYSIS_HPARAMS}
+
+
 def describe(extra: dict) -> str:
     parts = ", ".join(f"{name} {seconds:.1f}" for name, seconds in extra["analysis_parts_s"].items())
     estimate = extra["lipschitz_estimate"]
@@ -53,16 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     analyses = records[records.method == "imc-analysis"]
     for (dataset, arch, trial), group in analyses.groupby(["dataset", "arch", "trial"]):
         print(f"{dataset}, {arch}, trial {trial} (device {', '.join(sorted(set(group.device)))})")
-        seconds = {}
-        for _, row in group.iterrows():
-            hparams = json.loads(row.hparams)
-            label = "old budget" if is_legacy(hparams) else "new defaults" if not hparams else f"settings {hparams}"
-            print(f"  {label}:\n{describe(row.extra)}")
-            seconds[label] = (row.extra["analysis_s"], row.extra["analysis_parts_s"].get("lipschitz_diagnostics", 0.0))
-        if {"old budget", "new defaults"} <= set(seconds):
-            new, (old, old_diagnostics) = seconds["new defaults"][0], seconds["old budget"]
-            print(f"  new / old = {new / old:.2f}; new / (old without K's diagnostics) = "
-                  f"{new / (old - old_diagnostics):.2f}")
+        rows = [(json.loads(row.hparams), row.extra) for _, row in group.iterrows()]
+        for hparams, extra in rows:
+            label = "old budget" if is_legacy(hparams) else "new defaults"
+            shared = without_legacy(hparams)
+            print(f"  {label}{f' (settings {shared})' if shared else ''}:\n{describe(extra)}")
+        for old_hparams, old in rows:
+            twins = [extra for hparams, extra in rows if not is_legacy(hparams)
+                     and hparams == without_legacy(old_hparams)]
+            if is_legacy(old_hparams) and twins:
+                new_seconds = twins[0]["analysis_s"]
+                diagnostics = old["analysis_parts_s"].get("lipschitz_diagnostics", 0.0)
+                print(f"  new / old = {new_seconds / old['analysis_s']:.2f}; new / (old without K's diagnostics) = "
+                      f"{new_seconds / (old['analysis_s'] - diagnostics):.2f}")
     return 0
 
 
