@@ -5,7 +5,8 @@
 - runtime and epochs per method (at the "found" operating point);
 - IMC's Hessian spectrum (SLQ nodes and weights) with the chosen split and 4K marked;
 - sensitivity (paper figures 3-6): IMC accuracy / final loss against one varied setting;
-- Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot.
+- Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot, with ||H(W+U) - H(W)|| and
+  the share of ReLU sign flips between W and W+U where the records hold them.
 """
 
 from __future__ import annotations
@@ -152,18 +153,35 @@ def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
-    """K against Delta, one line per p (tables 14-15); `estimates` has dataset, p, delta, K."""
+    """K against Delta, one line per p (tables 14-15), beside what K measures where the records have it:
+    ||H(W+U) - H(W)|| at the pair that gave K (dashed, same colour) and the share of ReLU units whose
+    sign flips between W and W+U (right panel). `estimates` has dataset, p, delta, K and optionally
+    hessian_change and relu_flip_share."""
     estimates = estimates[estimates.K > 0]  # a log axis; K = 0 would mean F is linear there
     if estimates.empty:
         return []
-    figure, axis = plt.subplots(figsize=(5, 3.4))
-    for (dataset, p), group in estimates.groupby(["dataset", "p"]):
-        stats = group.groupby("delta").K.mean()
-        axis.plot(stats.index, stats.values, "o-", label=f"{dataset}, p={p:g}")
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    axis.set_xlabel("Delta")
-    axis.set_ylabel("estimated K")
-    axis.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
-    axis.legend(fontsize=7)
+    flips = "relu_flip_share" in estimates and estimates.relu_flip_share.notna().any()
+    figure, axes = plt.subplots(1, 2 if flips else 1, figsize=(10 if flips else 5, 3.4), squeeze=False)
+    left = axes[0, 0]
+    for number, ((dataset, p), group) in enumerate(estimates.groupby(["dataset", "p"])):
+        stats = group.groupby("delta").mean(numeric_only=True)
+        color = f"C{number % 10}"
+        left.plot(stats.index, stats.K, "o-", color=color, label=f"{dataset}, p={p:g}: K")
+        if "hessian_change" in stats and stats.hessian_change.notna().any():
+            left.plot(stats.index, stats.hessian_change, "s--", color=color, label=f"{dataset}, p={p:g}: ||ΔH||")
+        if flips:
+            axes[0, 1].plot(stats.index, stats.relu_flip_share, "o-", color=color, label=f"{dataset}, p={p:g}")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("Delta")
+    left.set_ylabel("estimated K; ||H(W+U) - H(W)||")
+    left.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
+    left.legend(fontsize=7)
+    if flips:
+        right = axes[0, 1]
+        right.set_xscale("log")
+        right.set_xlabel("Delta")
+        right.set_ylabel("share of ReLU units that flip sign")
+        right.set_title("ReLU sign flips between W and W+U (at the pairs behind K)", fontsize=9)
+        right.legend(fontsize=7)
     return save(figure, folder, "lipschitz")

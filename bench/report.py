@@ -137,14 +137,17 @@ job, {len(collection.missing)} missing, corrupt or unfinished
 
 
 def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
-    """Rows (dataset, arch, trial, p, delta, K) from records carrying a Lipschitz sweep."""
+    """Rows (dataset, arch, trial, p, delta, K and K's diagnostics) from records carrying a Lipschitz sweep."""
     rows = []
     for _, record in records.iterrows():
         extra = record.extra if isinstance(record.extra, dict) else {}
         for estimate in extra.get("lipschitz_sweep", []):
             rows.append({"dataset": record.dataset, "arch": record.arch, "trial": record.trial,
-                         "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"]})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "trial", "p", "delta", "K"]).drop_duplicates()
+                         "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"],
+                         "hessian_change": estimate.get("hessian_change"),
+                         "relu_flip_share": estimate.get("relu_flip_share")})
+    columns = ["dataset", "arch", "trial", "p", "delta", "K", "hessian_change", "relu_flip_share"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates()
 
 
 def lipschitz_tables(estimates: pd.DataFrame, folder: Path, formats: tuple[str, ...]) -> str:
