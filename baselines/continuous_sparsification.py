@@ -34,7 +34,9 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from bench.masks import Masks, global_mask, prunable_parameters
-from methods.base import JobContext, Method
+from bench.spec import JobSpec
+from bench.train import TrainSettings, autocast
+from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 
 SEARCH_SNAPSHOT = "search"
@@ -90,9 +92,17 @@ class ContinuousSparsification(Method):
     finds_sparsity = True
     snapshot_types = (SearchState,)
 
+    def round_epochs(self, recipe: TrainSettings) -> int:
+        return self.settings.round_epochs or max(1, recipe.epochs // 2)
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        search = PlannedPhase(self.settings.rounds * self.round_epochs(train_settings), evaluations=0)
+        return [search, PlannedPhase.training(train_settings)]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
-        round_epochs = settings.round_epochs or max(1, context.train_settings.epochs // 2)
+        round_epochs = self.round_epochs(context.train_settings)
         rewind_epoch = min(settings.rewind_epoch, round_epochs)
         model = context.new_model()
         scores = self.search(context, model, round_epochs, rewind_epoch)
@@ -140,7 +150,8 @@ class ContinuousSparsification(Method):
                 for images, labels in context.data.train_batches(seed, recipe.batch_size):
                     masks = soft_masks(scores, temperature, settings.mask_initial_value)
                     masked = {name: weight * masks[name] for name, weight in weights.items()}
-                    loss = F.cross_entropy(functional_call(model, masked, (images,)), labels)
+                    with autocast(context.device, recipe.precision):
+                        loss = F.cross_entropy(functional_call(model, masked, (images,)), labels)
                     loss = loss + settings.lmbda * sum(mask.sum() for mask in masks.values())
                     weight_optimizer.zero_grad(set_to_none=True)
                     score_optimizer.zero_grad(set_to_none=True)

@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
 from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores
+from bench.spec import JobSpec
 from bench.train import EpochHook, TrainSettings
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 
 REWIND_SNAPSHOT = "rewind_state"
@@ -108,9 +109,12 @@ class IterativeMagnitudePruning(Method):
     Settings = LthSettings
     quick_hparams = {"rounds": 2}
 
+    def rounds(self, sparsity: float | None) -> int:
+        return self.settings.rounds or rounds_for(sparsity, self.settings.pruning_fraction)
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
-        rounds = settings.rounds or rounds_for(context.sparsity, settings.pruning_fraction)
+        rounds = self.rounds(context.sparsity)
         model = context.new_model()
         dense = context.train(model, "round0", on_epoch_end=self.dense_epoch_hook(context))
         epochs, masks, records = dense.epochs, None, []
@@ -131,9 +135,21 @@ class IterativeMagnitudePruning(Method):
                              f"sparsity >= {settings.pruning_fraction} or rounds >= 1")
         return records
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase] | None:
+        if sparsity is None and not self.settings.rounds:
+            return None  # the rounds follow a sparsity found at run time
+        schedule, start_epoch = self.round_schedule(train_settings)
+        return [PlannedPhase.training(train_settings)] + [
+            PlannedPhase.training(schedule, start_epoch) for _ in range(self.rounds(sparsity))]
+
     def dense_epoch_hook(self, context: JobContext) -> EpochHook | None:
         """A hook on the dense run (rewinding saves its state there); none by default."""
         return None
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
+        """(schedule, first epoch) of every pruning round: the recipe from epoch 0 by default."""
+        return recipe, 0
 
     @abstractmethod
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
@@ -143,7 +159,7 @@ class IterativeMagnitudePruning(Method):
 @register("lth-reinit")
 class LthReinit(IterativeMagnitudePruning):
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
-        return RoundStart(context.new_model("reinit", round_index), context.train_settings)
+        return RoundStart(context.new_model("reinit", round_index), *self.round_schedule(context.train_settings))
 
 
 @register("lth-rewind")
@@ -167,8 +183,11 @@ class LthRewind(IterativeMagnitudePruning):
         model = context.new_model()
         if self.settings.rewind_epoch > 0:
             model.load_state_dict(context.load_snapshot(REWIND_SNAPSHOT))
+        return RoundStart(model, *self.round_schedule(context.train_settings))
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
         resume = self.settings.rewind_schedule == "resume"
-        return RoundStart(model, context.train_settings, self.settings.rewind_epoch if resume else 0)
+        return recipe, self.settings.rewind_epoch if resume else 0
 
 
 @register("lth-finetune")
@@ -176,5 +195,8 @@ class LthFinetune(IterativeMagnitudePruning):
     Settings = FinetuneSettings
 
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
-        epochs = self.settings.finetune_epochs or context.train_settings.epochs
-        return RoundStart(trained, context.schedule(epochs=epochs, lr=self.settings.finetune_lr, lr_drops=()))
+        return RoundStart(trained, *self.round_schedule(context.train_settings))
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
+        epochs = self.settings.finetune_epochs or recipe.epochs
+        return replace(recipe, epochs=epochs, lr=self.settings.finetune_lr, lr_drops=()), 0

@@ -8,13 +8,15 @@ two are comparable. Epochs recorded = training + fine-tuning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
 
 from bench.masks import Masks, global_mask, magnitude_scores
-from methods.base import JobContext, Method, Pruner
+from bench.spec import JobSpec
+from bench.train import TrainSettings
+from methods.base import JobContext, Method, PlannedPhase, Pruner
 from methods.registry import register
 
 
@@ -37,7 +39,13 @@ class Magnitude(Method, Pruner):
         trained = context.train(model, "train")
         with context.timed_scoring():
             masks = self.prune(model, [], context.sparsity, context.seed(self.name), None)
-        finetune = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)
-        result = context.train(model, "finetune", masks=masks, settings=finetune)
+        result = context.train(model, "finetune", masks=masks, settings=self.finetune_schedule(context.train_settings))
         return [context.record(model, result.masks, result.evaluation, trained.epochs + result.epochs,
                                accuracy_before_finetune=trained.evaluation.accuracy)]
+
+    def finetune_schedule(self, recipe: TrainSettings) -> TrainSettings:
+        return replace(recipe, lr=recipe.lr * self.settings.finetune_lr_scale)
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return [PlannedPhase.training(train_settings), PlannedPhase.training(self.finetune_schedule(train_settings))]

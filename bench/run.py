@@ -19,12 +19,14 @@ from tabulate import tabulate
 
 from bench import preflight
 from bench.cli import guarded, resolve_device
+from bench.cost import format_cost, grid_cost
 from bench.data import DataSettings
 from bench.errors import BenchError
-from bench.executors import EXECUTORS, SlurmSettings, run_inline, run_local, submit_slurm
+from bench.executors import EXECUTORS, SlurmSettings, check_packing, run_inline, run_local, submit_slurm
 from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
 from bench.jobs import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.spec import JobSpec, RunSettings
+from bench.throughput import perf_path, read_throughputs
 from bench.tracking import NEW, job_states
 
 
@@ -51,13 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="uint8 tensor cache folder (default ~/.cache/prunebench)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun jobs recorded as failed")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs and which are done; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the jobs and which are done, then what the grid costs; run nothing")
+    parser.add_argument("--perf-file", help="throughput measured by python -m bench.perf, for --dry-run's "
+                        "device-hours (default: perf.json in the cache folder)")
     parser.add_argument("--filter", action="append", metavar="KEY=VALUE",
                         help="select jobs: method, dataset, arch, trial, sparsity, train.<field>, hparams.<setting>; "
                              "comma-separated values are alternatives; repeat to combine (jobs they wait for are kept)")
     parser.add_argument("--executor", default="inline", choices=EXECUTORS,
                         help="inline: this process; local: a pool of worker processes; slurm: submit and return")
     parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1,
+                        help="jobs sharing one GPU at once (local: workers per GPU; slurm: jobs per array task)")
     slurm = parser.add_argument_group("slurm executor")
     defaults = SlurmSettings()
     slurm.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
@@ -76,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--max-num-timeout", type=int, default=defaults.max_num_timeout,
                        help=f"requeues after a timeout before a job fails (default {defaults.max_num_timeout})")
     slurm.add_argument("--max-array-size", type=int, help="largest array submitted (default: the cluster's MaxArraySize)")
+    slurm.add_argument("--cuda-mps", action="store_true",
+                       help="start the CUDA MPS daemon inside each allocation (with --jobs-per-gpu > 1)")
     return parser
 
 
@@ -96,19 +105,24 @@ def main(argv: list[str] | None = None) -> int:
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
     results = Path(args.results)
+    data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
+    check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
     if args.dry_run:
-        return _dry_run(planned, results)
+        listed = _dry_run(planned, results)
+        path = perf_path(args.perf_file, data)
+        print(format_cost(grid_cost(planned, results, data), read_throughputs(path), path))
+        return listed
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
-    run = RunSettings(device=device,
-                      data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
+    run = RunSettings(device=device, data=data)
     preflight.check_run(planned, results, run, args.executor)
     if args.executor == "slurm":
         settings = SlurmSettings(
             partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
             mem_gb=args.mem_gb, time_min=args.time_min, array_parallelism=args.array_parallelism,
             setup=tuple(args.slurm_setup), constraint=args.constraint, max_num_timeout=args.max_num_timeout,
-            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}")
+            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}", jobs_per_gpu=args.jobs_per_gpu,
+            cuda_mps=args.cuda_mps)
         outcome = submit_slurm(planned, results, run, settings, retry_failed=args.retry_failed)
         for job_id, why in outcome.blocked.items():
             print(f"not submitted: {job_id}: {why}")
@@ -116,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
               f"watch: python -m bench.status --results {results}")
         return 1 if outcome.blocked else 0
     if args.executor == "local":
-        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed)
+        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed,
+                            jobs_per_gpu=args.jobs_per_gpu)
     else:
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))

@@ -55,9 +55,10 @@ from torch import nn
 from bench.atomic import torch_save
 from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
-from bench.shared_cache import Stage, cached_stage
+from bench.shared_cache import Stage, cached_stage, stage_folder
+from bench.spec import JobSpec
 from bench.train import EpochLog, Evaluation, TrainSettings, evaluate
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 from methods.spectrum import (
     SECANT_DTYPES,
@@ -195,6 +196,20 @@ def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
     return replace(recipe, epochs=epochs, lr_drops=tuple(fraction * scale for fraction in recipe.lr_drops))
 
 
+def pretrain_key(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> dict[str, Any]:
+    """What determines step 1 (the pretraining stage), shared by every IMC job of a trial and recipe."""
+    key = {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
+    if spec.image_size is not None:  # absent at the default, so existing cache keys stay
+        key["image_size"] = spec.image_size
+    return key | settings.subset(PRETRAIN_KEYS)
+
+
+def planned_pretraining(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> PlannedPhase:
+    """Step 1 as `--dry-run` counts it: once per stage, whichever IMC job computes it."""
+    stage = stage_folder(Path(CACHE_FOLDER), "pretrain", pretrain_key(spec, recipe, settings))
+    return PlannedPhase.training(leading_epochs(recipe, settings.pretrain_epochs), stage=str(stage))
+
+
 class IMCAnalysis:
     """Steps 1-4 for one job: the shared, cached stages and what the job needs from them."""
 
@@ -202,11 +217,7 @@ class IMCAnalysis:
         self.context = context
         self.settings = settings
         self.root = context.results_dir / CACHE_FOLDER
-        base = {"dataset": context.spec.dataset, "arch": context.spec.arch, "trial": context.trial,
-                "recipe": asdict(context.train_settings)}
-        if context.spec.image_size is not None:  # absent at the default, so existing cache keys stay
-            base["image_size"] = context.spec.image_size
-        self.pretrain_key = base | settings.subset(PRETRAIN_KEYS)
+        self.pretrain_key = pretrain_key(context.spec, context.train_settings, settings)
         self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
         self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS) | {"analysis_version": ANALYSIS_VERSION}
         self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
@@ -431,6 +442,11 @@ class IMCVariant(Method):
     def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
         raise NotImplementedError
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        """The shared pretraining, then the retraining: the recipe's epochs for every variant."""
+        return [planned_pretraining(spec, train_settings, self.settings), PlannedPhase.training(train_settings)]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)
         masks = imc.masks
@@ -465,12 +481,18 @@ class IMCFinetune(IMCVariant):
         return imc.model_at(imc.pretrained["theta_P"]), schedule
 
 
+def _planned_pretrained_record(spec: JobSpec, train_settings: TrainSettings, settings: IMCSettings
+                               ) -> list[PlannedPhase]:
+    """The shared pretraining and the one test pass of `_pretrained_record`."""
+    return [planned_pretraining(spec, train_settings, settings), PlannedPhase(epochs=0, evaluations=1)]
+
+
 def _pretrained_record(context: JobContext, imc: IMCAnalysis, masks: Masks | None, **extra: Any) -> dict[str, Any]:
     """The record of a job that does not retrain: theta_P (masked if `masks`), evaluated as it is."""
     model = imc.model_at(imc.pretrained["theta_P"])
     if masks is not None:
         apply_masks(model, masks)
-    evaluation: Evaluation = evaluate(model, context.data)
+    evaluation: Evaluation = evaluate(model, context.data, context.train_settings.precision)
     return context.record(model, masks, evaluation, imc.pretrain_epochs, **extra)
 
 
@@ -488,6 +510,10 @@ class IMCAnalysisOnly(Method):
         imc = IMCAnalysis(context, self.settings)
         return [_pretrained_record(context, imc, imc.masks, **imc.diagnostics())]
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return _planned_pretrained_record(spec, train_settings, self.settings)
+
 
 @register("imc-lipschitz")
 class IMCLipschitz(Method):
@@ -498,6 +524,10 @@ class IMCLipschitz(Method):
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS | {"lipschitz_sweep_p": (2.0, 5.0), "lipschitz_sweep_delta": (0.01, 0.1)}
     ablations = ("none",)  # no mask
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return _planned_pretrained_record(spec, train_settings, self.settings)
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)

@@ -60,6 +60,8 @@ def test_method_contract(name, tmp_path):
         assert abs(last["achieved_sparsity"] - SPARSITY) <= SPARSITY_TOLERANCE or len(records) > 1
     if not method.takes_sparsity:
         assert last["achieved_sparsity"] == 0.0
+    planned = method.planned_phases(context.spec, context.train_settings, context.sparsity)
+    assert sum(phase.epochs for phase in planned) == last["epochs"], f"{name}: --dry-run's cost counts other epochs"
 
     again_context, again = run_method(name, tmp_path / "second")
     strip = [{key: value for key, value in record.items() if key not in VOLATILE | {"job_id"}} for record in records]
