@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
+from bench.progress import Progress
 from bench.provenance import REPO_ROOT
 from bench.spec import RunSettings
 from bench.tracking import JobState, append_jobs_log, job_states
@@ -140,17 +141,20 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
     """Run every job in this process, dependencies first; a job whose dependency failed is skipped."""
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    for index, job in enumerate(planned, 1):
+    progress = Progress(planned, results, retry_failed, echo)
+    for job in planned:
         waiting_for = _ready(job, results, outcome)
         if waiting_for is not None:
             outcome.blocked[job.job_id] = f"dependency {waiting_for} is not done"
-            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, dependency {waiting_for} is not done")
+            progress.blocked(job, outcome.blocked[job.job_id])
             continue
-        echo(f"[{index}/{len(planned)}] {job.job_id}")
+        if progress.skips(job):
+            outcome.states[job.job_id] = progress.skips(job)
+            continue
         status = run_job(paths[job.job_id], retry_failed=retry_failed)
         outcome.states[job.job_id] = status["state"]
-        if status["state"] != DONE:
-            echo(f"    failed: {status.get('error')}")
+        progress.finished(job, status)
+    progress.summary()
     return outcome
 
 
@@ -191,14 +195,17 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
         for index in range(workers):
             devices.put(index)
     if run.device.startswith("cuda:"):  # each worker sees one GPU, as cuda:0
-        run = RunSettings(device="cuda", data=run.data, progress=False)
+        run = replace(run, device="cuda", progress=False)
     else:
-        run = RunSettings(device=run.device, data=run.data, progress=False)
+        run = replace(run, progress=False)
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    waiting = list(planned)
     threads = max(1, (os.cpu_count() or 1) // workers)
     echo(f"local pool: {workers} worker(s){', one GPU each' if gpus else f', {threads} CPU thread(s) each'}")
+    progress = Progress(planned, results, retry_failed, echo)
+    outcome.states.update({job.job_id: progress.skips(job) for job in planned if progress.skips(job)})
+    waiting = [job for job in planned if not progress.skips(job)]
+    by_id = {job.job_id: job for job in planned}
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(devices, threads)) as pool:
         running: dict[concurrent.futures.Future, str] = {}
@@ -211,7 +218,7 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                     waiting.remove(job)
                 elif blocking not in active:  # failed, blocked, or not in this plan and not done
                     outcome.blocked[job.job_id] = f"dependency {blocking} is not done"
-                    echo(f"skipped  {job.job_id}: dependency {blocking} is not done")
+                    progress.blocked(job, outcome.blocked[job.job_id])
                     waiting.remove(job)
             if not running:
                 continue
@@ -220,7 +227,8 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                 job_id = running.pop(future)
                 status = future.result()
                 outcome.states[job_id] = status["state"]
-                echo(f"{status['state']:8s} {job_id}" + (f": {status.get('error')}" if status["state"] != DONE else ""))
+                progress.finished(by_id[job_id], status)
+    progress.summary()
     return outcome
 
 
@@ -270,7 +278,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
                  retry_failed: bool = False, echo: Printer = print) -> Outcome:
     """Submit what is not done, queued or (without `retry_failed`) failed; return without waiting."""
     results = Path(results).resolve()
-    run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
+    run = replace(run, data=_absolute(run.data), progress=False)
     states = job_states(results, [job.job_id for job in planned])
     outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
     to_submit = [job for job in planned if states[job.job_id].needs_submission
@@ -345,8 +353,6 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
 
 def _absolute(data: DataSettings) -> DataSettings:
     """Data paths made absolute: the job runs in the checkout's root, not the submitter's folder."""
-    from dataclasses import replace
-
     changes = {name: str(Path(value).expanduser().resolve()) for name in ("data_root", "cache_dir")
                if (value := getattr(data, name)) is not None}
     return replace(data, **changes)

@@ -21,7 +21,7 @@ import csv
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,10 +71,12 @@ EPOCH_COLUMNS = [
 
 
 class EpochLog:
-    """`epochs.csv`: one row per trained epoch, flushed as it is written."""
+    """`epochs.csv`: one row per trained epoch, flushed as it is written, then handed to each listener
+    (`bench.epoch_logs`: log lines, TensorBoard)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, listeners: Sequence[Callable[[dict], None]] = ()):
         self.path = path
+        self.listeners = tuple(listeners)
 
     def drop_after(self, phase: str, epoch: int) -> None:
         """Forget rows of `phase` past `epoch` (written by an attempt that did not checkpoint them)."""
@@ -96,6 +98,8 @@ class EpochLog:
                 writer.writeheader()
             writer.writerow(row)
             handle.flush()
+        for listener in self.listeners:
+            listener(row)
 
 
 @dataclass
