@@ -24,7 +24,9 @@ def guarded(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
 
     def wrapper(argv: list[str] | None = None) -> int:
         try:
-            return main(argv)
+            code = main(argv)
+            sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+            return code
         except BenchError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE

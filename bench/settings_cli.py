@@ -14,11 +14,10 @@ defaults and the help text its fields carry.
 
 from __future__ import annotations
 
+import tomllib
 import typing
 from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
-
-import tomllib
 
 from bench.errors import BenchError
 from bench.grid import Grid
