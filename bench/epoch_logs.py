@@ -3,7 +3,8 @@
 The training loop writes each epoch's row to `bench.train.EpochLog`, which hands it to these
 listeners:
 - `EpochLine`: when stderr is not a terminal (SLURM logs, `2> file`), one line every `every` epochs
-  with the job, phase, epoch, lr, train loss/accuracy and test loss/accuracy. On a terminal the tqdm
+  with the job, phase, epoch, lr, train loss/accuracy and, on epochs with a test pass
+  (`train.eval_every`), test loss/accuracy. On a terminal the tqdm
   bar shows the same, so no line is printed.
 - `TensorBoardLog` (`--log tensorboard`, the optional extra `prunebench[tensorboard]`): every row's
   metrics as scalars `<phase>/<metric>` at step = epoch, in `<job folder>/tensorboard/`.
@@ -35,9 +36,10 @@ class EpochLine:
         epoch = int(row["epoch"]) + 1
         if epoch % self.every:
             return
+        tested = "" if row.get("test_accuracy") is None else \
+            f"test loss {row['test_loss']:.4f}, test acc {100 * row['test_accuracy']:.2f}%, "
         print(f"{self.job_id} {row['phase']} epoch {epoch}: lr {row['lr']:.3g}, train loss {row['train_loss']:.4f}, "
-              f"train acc {100 * row['train_accuracy']:.2f}%, test loss {row['test_loss']:.4f}, "
-              f"test acc {100 * row['test_accuracy']:.2f}%, {row['seconds']:.1f}s", file=self.stream, flush=True)
+              f"train acc {100 * row['train_accuracy']:.2f}%, {tested}{row['seconds']:.1f}s", file=self.stream, flush=True)
 
 
 class TensorBoardLog:

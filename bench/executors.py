@@ -104,6 +104,13 @@ class SpecJob(submitit.helpers.Checkpointable):
             raise RuntimeError(f"job {Path(spec_path).parent.name} {status['state']}: {status.get('error')}")
         return status["state"]
 
+    def checkpoint(self, *args, **kwargs):
+        """SLURM's requeue signal (preemption, time limit): write the last finished epoch, then requeue."""
+        from bench.train import save_pending_checkpoints
+
+        save_pending_checkpoints()
+        return super().checkpoint(*args, **kwargs)
+
 
 def describe_resume(folder: Path) -> str:
     """One log line: which attempt this is and which epoch checkpoints it resumes from."""

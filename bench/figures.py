@@ -218,11 +218,12 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         rows = epochs[epochs.job_id == job_id]
         if rows.empty:
             continue
-        trained = range(1, len(rows) + 1)
+        trained = pd.Series(range(1, len(rows) + 1), index=rows.index)
+        tested = rows.test_accuracy.notna()  # the test pass runs every train.eval_every epochs
         # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
         style = {"color": "k", "linestyle": "--"} if method == "dense" else {"color": styles[method]["color"]}
         name = PAPER_NAMES.get(method, method)
-        accuracy.plot(trained, 100.0 * rows.test_accuracy, linewidth=1.1, label=name, **style)
+        accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, label=name, **style)
         loss.plot(trained, rows.train_loss, linewidth=1.1, label=name, **style)
         plotted += 1
     if not plotted:

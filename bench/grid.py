@@ -3,7 +3,10 @@
 A grid file sets, at its top level and in optional `[[block]]` tables that override it:
   methods      a list of method names, or "all" (every registered method)
   datasets     e.g. ["cifar100", "cifar10@5k"]; archs, e.g. ["resnet20", "resnet32"]; trials (seeds)
-  sparsities   requested sparsities: floats, "found" (IMC's s* of the same trial) and "sweep"
+  sparsities   requested sparsities: floats, "found" (IMC's s* of the same trial), "sweep" and "paper"
+               (the s* the paper reports for IMC on the job's dataset and arch, `bench.paper`: an
+               operating point at which every method that takes a sparsity runs, IMC's variants
+               included, which then prune there with their own mask)
   sweep        [start, stop, step] of the "sweep" levels (inclusive), e.g. [0.05, 0.5, 0.05]
   [modes]      how a method takes sparsities: "levels" (one job per level), "rounds" (one iterative job
                whose rounds cover the levels: it gets the largest numeric level, or "found" alone),
@@ -38,6 +41,7 @@ from bench.spec import FOUND, JobSpec
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 SWEEP = "sweep"
+PAPER = "paper"
 MODES = ("levels", "rounds", "none")
 PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "modes", "needs_analysis",
              "quick", "train", "hparams", "vary", "name"}
@@ -69,17 +73,26 @@ class GridPart:
 
         return tuple(method_names()) if self.methods == "all" else tuple(self.methods)
 
-    def levels(self) -> list[float | str]:
-        """The requested sparsities with "sweep" expanded."""
+    def levels(self, dataset: str, arch: str) -> list[float | str]:
+        """The requested sparsities of (dataset, arch), with "sweep" expanded and "paper" resolved."""
+        from bench.paper import paper_sparsity
+
         levels: list[float | str] = []
         for item in self.sparsities:
             if item == SWEEP:
                 levels.extend(sweep_levels(*self.sweep))
             elif item == FOUND:
                 levels.append(FOUND)
+            elif item == PAPER:
+                levels.append(paper_sparsity(dataset, arch))
             else:
                 levels.append(check_sparsity(item))
         return list(dict.fromkeys(levels))
+
+    def paper_levels(self, dataset: str, arch: str) -> list[float]:
+        from bench.paper import paper_sparsity
+
+        return [paper_sparsity(dataset, arch)] if PAPER in self.sparsities else []
 
     def validate(self) -> None:
         """Fail fast, before any job runs, on an unknown dataset or arch (methods: in `jobs`)."""
@@ -102,7 +115,7 @@ class GridPart:
                     train = dict(self.train) | varied["train"]
                     quick = dict(method_class.quick_hparams) if self.quick else {}
                     hparams = quick | dict(self.hparams.get(method, {})) | varied["hparams"]
-                    for sparsity in self.method_sparsities(method, method_class):
+                    for sparsity in self.method_sparsities(method, method_class, dataset, arch):
                         analysis = self.found_analysis(varied) if sparsity == FOUND and \
                             not method.startswith("imc-") else {}
                         specs.append(normalized(JobSpec(method=method, dataset=dataset, arch=arch, trial=trial,
@@ -120,16 +133,18 @@ class GridPart:
         quick = dict(_method_class(source).quick_hparams) if self.quick else {}
         return analysis_hparams(quick | dict(self.hparams.get(source, {})) | varied["hparams"])
 
-    def method_sparsities(self, method: str, method_class: type) -> list[float | str | None]:
+    def method_sparsities(self, method: str, method_class: type, dataset: str, arch: str
+                          ) -> list[float | str | None]:
         mode = self.modes.get(method) or getattr(method_class, "grid_sparsity", None) or (
             "levels" if method_class.takes_sparsity and not method_class.finds_sparsity else "none")
         if mode not in MODES:
             raise BenchError(f"grid {self.name!r}: mode {mode!r} of method {method}; accepted: {', '.join(MODES)}")
-        if mode == "none":
-            return [None]
-        levels = self.levels()
+        if mode == "none":  # a method that finds its sparsity still runs at the paper's operating point
+            return [None, *(self.paper_levels(dataset, arch) if method_class.takes_sparsity else [])]
+        levels = self.levels(dataset, arch)
         if not levels:
-            raise BenchError(f"grid {self.name!r} gives method {method} no sparsity; accepted: floats, found, sweep")
+            raise BenchError(f"grid {self.name!r} gives method {method} no sparsity; accepted: floats, found, sweep, "
+                             "paper")
         if mode == "levels":
             return levels
         numeric = [level for level in levels if level != FOUND]
@@ -365,7 +380,7 @@ def load_grid(name: str) -> Grid:
 
 
 def parse_sparsities(text: str) -> tuple[float | str, ...]:
-    return tuple(item.strip() if item.strip() in (FOUND, SWEEP) else check_sparsity(item)
+    return tuple(item.strip() if item.strip() in (FOUND, SWEEP, PAPER) else check_sparsity(item)
                  for item in text.split(",") if item.strip())
 
 

@@ -4,7 +4,7 @@ A job directory `<results>/jobs/<job id>/` holds:
   spec.json        the job spec (hashed into the id) and the run settings (not hashed)
   status.json      state (pending | running | done | failed), times, attempts, host, error + traceback tail
   metrics.json     one record per round (written once, at the end)
-  epochs.csv       one row per trained epoch, flushed every epoch
+  epochs.csv       one row per trained epoch, flushed every epoch (test columns every eval_every epochs)
   layers.csv       per-layer sparsity of each round's mask
   provenance.json  git sha, torch/CUDA versions, device, host, SLURM ids
   ckpt/            per-phase epoch checkpoints and snapshots (resume)
@@ -121,12 +121,15 @@ def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -
     train_settings = train_settings_for(spec)
     data = DeviceData(load_dataset(spec.dataset, run.data), torch.device(run.device))
     epoch_log = EpochLog(folder / "epochs.csv", epoch_listeners(spec.job_id, folder, run.log_every, run.log))
-    trainer = Trainer(data, spec.trial, folder / "ckpt", epoch_log, progress=run.progress)
+    trainer = Trainer(data, spec.trial, folder / "ckpt", epoch_log, progress=run.progress,
+                      checkpoint_interval_s=run.checkpoint_interval_s)
     return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
 
 
 def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
     context = make_context(spec, run, folder, results)
+    origin = {"dataset": spec.dataset, "data_root": run.data.data_root, "layout": context.data.data.layout}
+    write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin})
     records = context.method.run(context)
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")

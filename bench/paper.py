@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench.errors import BenchError
+
 PAPER_TABLES = Path(__file__).parent / "paper" / "tables6-13.csv"
 
 METHOD_ORDER = (
@@ -40,3 +42,20 @@ def paper_table_number(kind: str, dataset: str) -> int | None:
     table = paper_tables()
     match = table[(table.kind == kind) & (table.dataset == dataset)]
     return None if match.empty else int(match.table.iloc[0])
+
+
+PAPER_SPARSITY_METHOD = "imc-reinit"
+"""Whose row gives the paper's s* in its "accuracy with found sparsity" tables (the three IMC variants
+report the same s* in every table)."""
+
+
+def paper_sparsity(dataset: str, arch: str) -> float:
+    """The s* the paper reports for IMC on (dataset, arch): the `paper` sparsity level of grids and the
+    CLI; one line listing the pairs the paper has, if it has no table for this one."""
+    table = paper_tables()
+    found = table[(table.kind == "found") & (table.method == PAPER_SPARSITY_METHOD)]
+    match = found[(found.dataset == dataset) & (found.arch == arch)]
+    if match.empty:
+        pairs = ", ".join(f"{row.dataset}/{row.arch}" for row in found.itertuples())
+        raise BenchError(f"the paper reports no found sparsity for {dataset}/{arch}; accepted (dataset/arch): {pairs}")
+    return float(match.sparsity.iloc[0])

@@ -5,7 +5,7 @@ Reads only `<results>/plan.json` and `<results>/jobs/*`. By default it reports t
 as missing); `--grid NAME` reports a grid's jobs instead, `--all-jobs` every job folder. Job folders
 outside the reported jobs are listed, never dropped. It builds one tidy table (one row per job and
 round) and writes to `--out` (default `<results>/report/`, with `--grid` `reports/<grid>/`):
-  tables/<dataset>-<arch>-{found,best}.{md,tex,csv}   our value beside the paper's, mean ± std (n)
+  tables/<dataset>-<arch>-{found,best,paper}.{md,tex,csv}   our value beside the paper's, mean ± std (n)
   figures/*.png|pdf                                    accuracy vs density (all methods) and vs sparsity
                                                        (per method), per-layer density, training curves,
                                                        cost, spectrum, sensitivity, Lipschitz
@@ -32,10 +32,11 @@ from bench.grid import load_grid
 from bench.jobs import JOBS_FOLDER
 from bench.paper import paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_specs
-from bench.tables import build_tables, formatted
+from bench.tables import TABLE_KINDS, build_tables, formatted
 
 FORMATS = ("md", "tex", "csv")
-KIND_TITLES = {"found": "Accuracy with found sparsity", "best": "Sparsity with highest accuracy"}
+KIND_TITLES = {"found": "Accuracy with found sparsity", "best": "Sparsity with highest accuracy",
+               "paper": "Accuracy at the paper's sparsity"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,7 +118,7 @@ def write_report(collection: Collection, out: Path, title: str, description: str
         write_text(out / "records.csv", records.drop(columns=["extra"]).to_csv(index=False))
         for (dataset, arch, kind), summary in build_tables(records).items():
             markdown = write_table(summary, out / "tables" / f"{dataset}-{arch}-{kind}", formats)
-            number = paper_table_number(kind, dataset)
+            number = paper_table_number(TABLE_KINDS[kind][1], dataset)
             source = f"paper's Table {number}" if number else "no paper table for this dataset"
             sections.append(f"### {KIND_TITLES[kind]}: {dataset}, {arch} ({source})\n\n{markdown}\n")
         for dataset, arch in records.groupby(["dataset", "arch"]).groups:
@@ -151,7 +152,9 @@ Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.report` fro
 - cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
   parentheses where the supplement has the table. "Accuracy with found sparsity" uses IMC's s* of each
   trial (methods run at `found`, LTH at its nearest round); "Sparsity with highest accuracy" picks each
-  method's sweep point with the highest mean accuracy. FLOPs are theoretical (dense FLOPs x layer density).
+  method's sweep point with the highest mean accuracy; "Accuracy at the paper's sparsity" shows every
+  method at the s* the paper reports for IMC (grids' `paper` level), beside the paper's found-sparsity
+  row of the same method. FLOPs are theoretical (dense FLOPs x layer density).
 
 ## Failed jobs
 

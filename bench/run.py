@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--methods", help="comma-separated methods")
     parser.add_argument("--trials", type=int, help="number of trials (seeds)")
     parser.add_argument("--epochs", type=int, help="training epochs of one full run (recipe: 160)")
-    parser.add_argument("--sparsity", help="comma-separated requested sparsities in [0, 1) or 'found'")
+    parser.add_argument("--sparsity", help="comma-separated requested sparsities in [0, 1), 'found' (IMC's s*), "
+                        "'paper' (the s* the paper reports for the dataset and arch) or 'sweep'")
     parser.add_argument("--results", default="results", help="results folder (default: results/)")
     parser.add_argument("--data-root", help="folder holding the dataset's files")
     parser.add_argument("--download", action="store_true", help="let torchvision download CIFAR")

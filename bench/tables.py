@@ -5,6 +5,10 @@
    (LTH) the round whose achieved sparsity is nearest that trial's s*.
 2. "Sparsity with highest accuracy": each method's sweep points (requested sparsity x round) are
    averaged over trials and the point with the highest mean accuracy is shown.
+3. "Accuracy at the paper's sparsity": every method at the s* the paper reports for IMC on this
+   (dataset, arch) (the grids' `paper` level; IMC's variants prune there with their own mask, LTH shows
+   its nearest round, the dense control its own record), beside the paper's "found" row of the same
+   method: the one comparison with the paper at the same operating point, whatever s* our IMC finds.
 
 Cells are mean ± sample std over trials (n in its own column); accuracy is in percent. Where the paper
 has the table, each cell carries the paper's value: `74.1 ± 0.3 (paper 74.1)`.
@@ -16,7 +20,8 @@ import math
 
 import pandas as pd
 
-from bench.paper import ANALYSIS_ONLY, METHOD_ORDER, PAPER_NAMES, paper_row
+from bench.errors import BenchError
+from bench.paper import ANALYSIS_ONLY, METHOD_ORDER, PAPER_NAMES, paper_row, paper_sparsity
 from bench.spec import FOUND
 
 IMC_METHODS = ("imc-reinit", "imc-rewind", "imc-finetune")
@@ -61,6 +66,27 @@ def found_rows(records: pd.DataFrame) -> pd.DataFrame:
         else:
             if target is not None and group["round"].nunique() > 1:  # iterative: nearest round
                 chosen.append(_nearest_round(group, target))
+    return pd.concat(chosen) if chosen else records.iloc[0:0]
+
+
+def paper_rows(records: pd.DataFrame) -> pd.DataFrame:
+    """One record per (method, trial) at the paper's s* of the records' (dataset, arch): the jobs that
+    ran there (an iterative method's nearest round), and the dense control; empty where the paper has
+    no table for this (dataset, arch)."""
+    first = records.iloc[0]
+    try:
+        target = paper_sparsity(first.dataset, first.arch)
+    except BenchError:
+        return records.iloc[0:0]
+    chosen = []
+    for _, group in records.groupby(["method", "trial"], sort=False):
+        at_level = group[group.level == f"{target:g}"]
+        if not at_level.empty:
+            chosen.append(_nearest_round(at_level, target))
+        elif group["round"].nunique() > 1:
+            chosen.append(_nearest_round(group, target))
+        elif (group.level == "none").all() and (group.achieved_sparsity == 0.0).all():
+            chosen.append(group.tail(1))  # the dense control
     return pd.concat(chosen) if chosen else records.iloc[0:0]
 
 
@@ -137,13 +163,20 @@ def formatted(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+TABLE_KINDS = {  # kind: (how rows are chosen, which of the paper's tables sits beside them)
+    "found": (found_rows, "found"),
+    "best": (best_rows, "best"),
+    "paper": (paper_rows, "found"),
+}
+
+
 def build_tables(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
     """{(dataset, arch, kind): numeric summary with paper columns} for every (dataset, arch) present."""
     tables = {}
     records = records[~records.method.isin(ANALYSIS_ONLY)]
     for (dataset, arch), group in records.groupby(["dataset", "arch"], sort=True):
-        for kind, select in (("found", found_rows), ("best", best_rows)):
+        for kind, (select, paper_kind) in TABLE_KINDS.items():
             chosen = select(group)
             if not chosen.empty:
-                tables[(dataset, arch, kind)] = with_paper(summarise(chosen), kind, dataset, arch)
+                tables[(dataset, arch, kind)] = with_paper(summarise(chosen), paper_kind, dataset, arch)
     return tables

@@ -2,10 +2,18 @@
 
 Recipe (paper A.5, open_lth's defaults where the paper is silent): SGD, lr 0.1, momentum 0.9, weight
 decay 1e-4 on every parameter, batch 100, 160 epochs, lr x0.1 at 1/2 and 3/4 of the epochs (stepped per
-epoch). Training is split into named *phases* (e.g. "pretrain", "round3"); each phase checkpoints
-atomically after every epoch (model, optimizer, masks, epoch, seconds, RNG state) to `ckpt/<phase>.pt`,
-and a finished phase returns its final state at once, so a method written as straight-line code
-resumes where it was interrupted and ends with the same numbers.
+epoch). Training is split into named *phases* (e.g. "pretrain", "round3"). A phase checkpoints
+atomically (model, optimizer, masks as bool, epoch, seconds, RNG state) to `ckpt/<phase>.pt` by wall
+clock (every `checkpoint_interval_s`, default 5 minutes), when it ends, and when SLURM's requeue signal
+arrives or the phase stops on an exception or Ctrl-C (`save_pending_checkpoints`: the state of the last
+finished epoch, kept in memory; only a hard kill loses the epochs since the last checkpoint); a finished
+phase returns its final state at once, so a method written as straight-line code resumes where it was
+interrupted and ends with the same numbers (an interrupted phase redoes the epochs after its last
+checkpoint, from the same RNG state and data order).
+
+Evaluation (the test pass) runs every `eval_every` epochs and always after the last epoch, whose
+numbers are the ones reported; `epochs.csv` leaves the test columns of the other epochs empty. The test
+batches come in the training batches' memory format (channels-last, see `bench.data.batches`).
 
 Masks: pruned weights are zeroed once when a phase starts (or its masks change), and after every
 backward pass their gradients are multiplied by the mask (one fused `_foreach_mul_`). SGD's momentum
@@ -49,11 +57,18 @@ class TrainSettings:
         default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma"}
     )
     lr_gamma: float = field(default=0.1, metadata={"help": "lr factor at each drop"})
+    eval_every: int = field(
+        default=10, metadata={"help": "test-set evaluation every N epochs (the last epoch is always evaluated)"})
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0:
-            raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.eval_every < 1:
+            raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0, "
+                             "eval_every >= 1")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
+
+    def evaluates_after(self, epoch: int) -> bool:
+        """Whether (0-based) `epoch` ends with a test pass: every `eval_every`-th epoch and the last one."""
+        return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
 
     def milestones(self) -> list[int]:
         return [round(fraction * self.epochs) for fraction in self.lr_drops]
@@ -70,9 +85,12 @@ EPOCH_COLUMNS = [
 ]
 
 
+DEFAULT_CHECKPOINT_INTERVAL_S = 300.0
+
+
 class EpochLog:
-    """`epochs.csv`: one row per trained epoch, flushed as it is written, then handed to each listener
-    (`bench.epoch_logs`: log lines, TensorBoard)."""
+    """`epochs.csv`: one row per trained epoch, flushed as it is written (test columns empty on epochs
+    without evaluation), then handed to each listener (`bench.epoch_logs`: log lines, TensorBoard)."""
 
     def __init__(self, path: Path, listeners: Sequence[Callable[[dict], None]] = ()):
         self.path = path
@@ -147,15 +165,37 @@ EpochHook = Callable[[int, nn.Module, Masks | None], Masks | None]
 """Called after each epoch with (epoch, model, masks); may return new masks (e.g. Flow&Prune)."""
 
 
+_PENDING: dict[Path, dict] = {}
+"""Checkpoint path -> the state of its phase's last finished epoch not yet on disk (this process)."""
+
+
+def save_pending_checkpoints(*paths: Path) -> int:
+    """Write the last finished epoch of the phases at `paths` (default: every phase in training; SLURM's
+    requeue signal calls this); returns how many were written."""
+    written = 0
+    for path in paths or list(_PENDING):
+        state = _PENDING.pop(path, None)
+        if state is not None:
+            torch_save(path, state)
+            written += 1
+    return written
+
+
 class Trainer:
     """Trains models of one job: knows the data, the trial, the job's ckpt/ folder and epoch log."""
 
-    def __init__(self, data: DeviceData, trial: int, ckpt_dir: Path, epoch_log: EpochLog, progress: bool | None = None):
+    def __init__(self, data: DeviceData, trial: int, ckpt_dir: Path, epoch_log: EpochLog, progress: bool | None = None,
+                 checkpoint_interval_s: float = DEFAULT_CHECKPOINT_INTERVAL_S):
         self.data = data
         self.trial = trial
         self.ckpt_dir = ckpt_dir
         self.epoch_log = epoch_log
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.checkpoint_interval_s = checkpoint_interval_s
+
+    def sibling(self, ckpt_dir: Path, epoch_log: EpochLog) -> Trainer:
+        """A trainer with this one's data, trial and run options, writing to another folder (a stage)."""
+        return Trainer(self.data, self.trial, ckpt_dir, epoch_log, self.progress, self.checkpoint_interval_s)
 
     def checkpoint_path(self, phase: str) -> Path:
         return self.ckpt_dir / f"{phase}.pt"
@@ -186,15 +226,13 @@ class Trainer:
         state = self.load_checkpoint(phase)
         if state is not None:
             model.load_state_dict(state["model"])
-            masks = state["masks"]
+            masks = _float_masks(state["masks"], model)
             if state["complete"]:
                 return PhaseResult(masks, Evaluation(**state["evaluation"]), state["epochs"], state["seconds"])
             optimizer.load_state_dict(state["optimizer"])
             first_epoch, seconds = state["next_epoch"], state["seconds"]
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
-        weights = prunable_parameters(model)
-        masked_weights, mask_list = self.mask_lists(model, masks)
         model.train()
         evaluation = evaluate(model, self.data) if first_epoch >= settings.epochs else None
         epochs_iter = range(first_epoch, settings.epochs)
@@ -202,6 +240,20 @@ class Trainer:
             from tqdm import tqdm
 
             epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=settings.epochs, leave=False)
+        path = self.checkpoint_path(phase)
+        try:
+            return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, first_epoch, seconds,
+                                      evaluation, epochs_iter, on_epoch_end, path)
+        except BaseException:  # a crash, Ctrl-C, or submitit's exit after a requeue: keep the last epoch
+            save_pending_checkpoints(path)
+            raise
+
+    def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, first_epoch, seconds, evaluation,
+                      epochs_iter, on_epoch_end, path) -> PhaseResult:
+        weights = prunable_parameters(model)
+        masked_weights, mask_list = self.mask_lists(model, masks)
+        sparsity = sparsity_report(model, masks).sparsity
+        last_saved = time.monotonic()
         for epoch in epochs_iter:
             started = time.perf_counter()
             lr = settings.lr_at(epoch)
@@ -217,18 +269,28 @@ class Trainer:
                     masks = new_masks
                     masked_weights, mask_list = self.mask_lists(model, masks)
                     self._zero_momentum(optimizer, weights, masks)
-            evaluation = evaluate(model, self.data)
+                    sparsity = sparsity_report(model, masks).sparsity
+            tested = settings.evaluates_after(epoch)
+            if tested:
+                evaluation = evaluate(model, self.data)
             seconds += time.perf_counter() - started
-            sparsity = sparsity_report(model, masks).sparsity
             self.epoch_log.append({
                 "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
-                "train_accuracy": correct / self.data.train_size, "test_loss": evaluation.loss,
-                "test_accuracy": evaluation.accuracy, "test_top5": evaluation.top5, "sparsity": sparsity,
-                "seconds": round(seconds, 3),
+                "train_accuracy": correct / self.data.train_size,
+                "test_loss": evaluation.loss if tested else None,
+                "test_accuracy": evaluation.accuracy if tested else None,
+                "test_top5": evaluation.top5 if tested else None,
+                "sparsity": sparsity, "seconds": round(seconds, 3),
             })
-            self._save(phase, model, optimizer, masks, epoch + 1, seconds, evaluation, complete=False, epochs=0)
+            if epoch + 1 < settings.epochs:
+                _PENDING[path] = self._state(model, optimizer, masks, epoch + 1, seconds, None, complete=False,
+                                             epochs=0, copy=True)
+                if time.monotonic() - last_saved >= self.checkpoint_interval_s:
+                    save_pending_checkpoints(path)
+                    last_saved = time.monotonic()
         epochs = settings.epochs - start_epoch
-        self._save(phase, model, optimizer, masks, settings.epochs, seconds, evaluation, complete=True, epochs=epochs)
+        torch_save(path, self._state(model, optimizer, masks, settings.epochs, seconds, evaluation, complete=True,
+                                     epochs=epochs))
         return PhaseResult(masks, evaluation, epochs, seconds)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
@@ -267,15 +329,37 @@ class Trainer:
             if buffer is not None:
                 buffer.mul_(mask)
 
-    def _save(self, phase, model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs) -> None:
-        torch_save(self.checkpoint_path(phase), {
+    @staticmethod
+    def _state(model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs, copy=False) -> dict:
+        """A checkpoint of the phase; `copy` detaches it from the live tensors (a pending checkpoint)."""
+        state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "masks": masks,
+            "masks": None if masks is None else {name: mask.bool() for name, mask in masks.items()},
             "next_epoch": next_epoch,
             "seconds": seconds,
             "evaluation": None if evaluation is None else vars(evaluation),
             "complete": complete,
             "epochs": epochs,
             "cpu_rng": torch.get_rng_state(),
-        })
+        }
+        return _copied(state) if copy else state
+
+
+def _copied(value):
+    """A deep copy of a checkpoint's tensors (cloned on their device) and containers."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, dict):
+        return {key: _copied(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_copied(item) for item in value)
+    return value
+
+
+def _float_masks(stored: Masks | None, model: nn.Module) -> Masks | None:
+    """Masks as the trainer uses them (0/1 in the weights' dtype) from a checkpoint's bool masks."""
+    if stored is None:
+        return None
+    weights = prunable_parameters(model)
+    return {name: mask.to(weights[name].dtype) for name, mask in stored.items()}

@@ -48,7 +48,7 @@ from bench.atomic import torch_save
 from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
 from bench.shared_cache import Stage, cached_stage
-from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
+from bench.train import EpochLog, Evaluation, TrainSettings, evaluate
 from methods.base import JobContext, Method
 from methods.registry import register
 from methods.spectrum import (
@@ -216,8 +216,7 @@ class IMCAnalysis:
     def _pretrain(self, folder: Path) -> dict[str, Any]:
         context, settings = self.context, self.settings
         model = context.new_model()
-        trainer = Trainer(context.data, context.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"),
-                          progress=context.trainer.progress)
+        trainer = context.trainer.sibling(folder / "ckpt", EpochLog(folder / "epochs.csv"))
         rewind_path = folder / "ckpt" / "theta_R.pt"
 
         def keep_rewind(epoch: int, trained: nn.Module, masks: Masks | None) -> None:

@@ -108,8 +108,52 @@ def test_cifar10_reads_torchvision_batches(fake_cifar10):
     assert data.train_labels.bincount().tolist() == [10] * 10
 
 
+def _export_as_image_folder(archive_root: Path, target: Path, class_names) -> None:
+    """Write the archive's images as train/<class>/N.png and test/<class>/N.png (lossless)."""
+    data = load_dataset("cifar10", DataSettings(data_root=str(archive_root), cache_dir=str(target / "cache")))
+    for split, images, labels in (("train", data.train_images, data.train_labels),
+                                  ("test", data.test_images, data.test_labels)):
+        for index, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+            folder = target / split / class_names[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{index:04d}.png")
+
+
+def test_cifar10_reads_an_image_folder_export_with_the_official_labels(fake_cifar10, tmp_path):
+    from bench.data.sources import CIFAR10_CLASSES
+
+    archive_root, _ = fake_cifar10
+    export = tmp_path / "export"
+    _export_as_image_folder(archive_root, export, CIFAR10_CLASSES)
+    archive = load_dataset("cifar10", DataSettings(data_root=str(archive_root)))
+    folder = load_dataset("cifar10", DataSettings(data_root=str(export)))
+    assert archive.layout == "torchvision-archive" and folder.layout == "image-folder"
+    assert folder.classes == list(CIFAR10_CLASSES) and folder.num_classes == 10 and folder.augment
+    for split in ("train", "test"):
+        label_of = {image.numpy().tobytes(): int(label) for image, label in
+                    zip(getattr(archive, f"{split}_images"), getattr(archive, f"{split}_labels"), strict=True)}
+        images, labels = getattr(folder, f"{split}_images"), getattr(folder, f"{split}_labels")
+        assert len(labels) == len(label_of)
+        assert [label_of[image.numpy().tobytes()] for image in images] == labels.tolist()
+    reduced = load_dataset("cifar10@50", DataSettings(data_root=str(export)))
+    assert reduced.train_labels.bincount().tolist() == [5] * 10
+
+
+def test_cifar_image_folder_with_other_class_names_is_one_clear_error(fake_cifar10, tmp_path):
+    from bench.data.sources import CIFAR10_CLASSES
+
+    archive_root, _ = fake_cifar10
+    export = tmp_path / "export"
+    _export_as_image_folder(archive_root, export, ("aeroplane", *CIFAR10_CLASSES[1:]))
+    with pytest.raises(BenchError, match=r"missing: airplane; unexpected: aeroplane") as error:
+        load_dataset("cifar10", DataSettings(data_root=str(export)))
+    assert "\n" not in str(error.value)
+    with pytest.raises(BenchError, match=r"missing: apple, aquarium_fish"):
+        load_dataset("cifar100", DataSettings(data_root=str(export)))
+
+
 def test_missing_cifar_root_is_one_clear_line(tmp_path):
-    with pytest.raises(BenchError, match=r"cifar-10-batches-py.*--download") as error:
+    with pytest.raises(BenchError, match=r"cifar-10-batches-py/.*train/ and test/.*--download") as error:
         load_dataset("cifar10", DataSettings(data_root=str(tmp_path)))
     assert "\n" not in str(error.value)
     with pytest.raises(BenchError, match="does not exist"):

@@ -18,8 +18,10 @@ from bench.spec import FOUND, JobSpec
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PAPER_GRIDS = ["table6-7", "table8-9", "table10-11", "table12-13", "main-cifar10", "main-imagenet", "full",
                "sensitivity", "lipschitz", "default"]
-FULL_GRID_JOBS = 3189  # also stated in the README (3,072 + 117 analyses of the sensitivity settings)
-TABLE_GRID_JOBS = 444  # 2 archs x 3 trials x (dense + 6 x 11 levels + 3 LTH + 3 IMC + 1 analysis)
+FULL_GRID_JOBS = 3333  # also stated in the README (3,072 + 117 analyses of the sensitivity settings + 144 at
+# the paper's sparsity: IMC's 3 variants in the four table grids, and the 6 one-shot methods in tables 6-7 and
+# 12-13, whose paper s* is not a sweep level)
+TABLE_GRID_JOBS = 462  # 2 archs x 3 trials x (dense + 6 x 11 levels + 3 LTH + 3 IMC x 2 + 1 analysis)
 
 
 def grid_file(tmp_path: Path, text: str, name: str = "g") -> str:
@@ -58,9 +60,28 @@ def test_full_grid_counts_the_whole_paper() -> None:
     snip = [line for line in table if " snip-cifar10@5k-resnet20-" in line and "-t0-" in line]
     assert len(snip) == 11 and any("-sfound-" in line and "(after imc-analysis-" in line for line in snip)
     imc = [line for line in table if " imc-reinit-" in line]
-    assert len(imc) == 6 and all("(after imc-analysis-" in line for line in imc)
+    assert len(imc) == 12 and all("(after imc-analysis-" in line for line in imc)
+    assert sorted(line.split()[1].split("-")[4] for line in imc) == ["auto"] * 6 + ["s0.4"] * 3 + ["s0.5"] * 3
     analyses = [index for index, line in enumerate(table) if line.split()[1].startswith("imc-analysis-")]
     assert len(analyses) == 6 and max(analyses) < min(i for i, line in enumerate(table) if "(after" in line)
+
+
+def test_paper_sparsity_resolves_per_dataset_and_arch(tmp_path: Path) -> None:
+    """`paper` is the s* the paper reports for IMC on (dataset, arch): 0.40 for cifar10@5k ResNet-20 and
+    0.50 for ResNet-32 (Table 8); every method that takes a sparsity runs there, IMC's variants included."""
+    result = dry_run("--grid", "table8-9", "--sparsity", "paper", "--trials", "1")
+    assert result.returncode == 0, result.stderr
+    jobs = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("pending ")]
+    levels = {(job.split("-cifar10@5k-")[0], job.split("-cifar10@5k-")[1].split("-")[0],
+               job.split("-cifar10@5k-")[1].split("-")[1]) for job in jobs}
+    for method in ("snip", "grasp", "imc-reinit", "imc-finetune", "lth-rewind", "continuous-sparsification"):
+        assert (method, "resnet20", "s0.4") in levels and (method, "resnet32", "s0.5") in levels, method
+    assert ("dense", "resnet20", "dense") in levels
+    path = grid_file(tmp_path, 'methods = ["snip"]\ndatasets = ["digits"]\nsparsities = ["paper"]\n')
+    refused = dry_run("--grid", path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "no found sparsity for digits/resnet20; accepted (dataset/arch): cifar100/resnet20" in refused.stderr
+    assert "cifar10@5k/resnet32" in refused.stderr
 
 
 def test_unregistered_method_fails_at_expansion_in_one_line(tmp_path: Path) -> None:

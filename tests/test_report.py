@@ -65,6 +65,10 @@ def fixture_results(tmp_path) -> tuple[Path, list[JobSpec]]:
         add(job, [record(job, 0.70 + 0.04 * trial, s_star)])
         job = spec("snip", trial, 0.1)
         add(job, [record(job, 0.75 + 0.02 * trial, 0.1)])
+        job = spec("snip", trial, 0.4)  # the paper's s* for cifar10@5k ResNet-20 (Table 8)
+        add(job, [record(job, 0.73 + 0.02 * trial, 0.4)])
+        job = spec("imc-reinit", trial, 0.4)
+        add(job, [record(job, 0.77 + 0.02 * trial, 0.4)])
         job = spec("lth-rewind", trial, 0.5)  # one job, rounds at 1 - 0.9^r
         add(job, [record(job, 0.78 - 0.01 * r + 0.001 * trial, 1 - 0.9**r, round=r, epochs=160 * (r + 1))
                   for r in range(1, 7)])
@@ -76,7 +80,7 @@ def fixture_results(tmp_path) -> tuple[Path, list[JobSpec]]:
 def test_tidy_table_has_one_row_per_job_and_round(fixture_results):
     results, specs = fixture_results
     collection = collect(results, specs)
-    assert len(collection.records) == 2 * (1 + 1 + 1 + 1 + 6)
+    assert len(collection.records) == 2 * (1 + 1 + 1 + 1 + 1 + 1 + 6)
     assert list(collection.failed.method) == ["grasp"] and list(collection.missing.method) == ["synflow"]
 
 
@@ -101,6 +105,14 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     assert best.loc["lth-rewind", "Sparsity mean"] == pytest.approx(0.1)  # round 1 has the highest accuracy
     assert best.loc["snip", "Accuracy paper"] == pytest.approx(74.7)  # Table 9, SNIP, ResNet-20
 
+    at_paper = pd.read_csv(out / "tables" / f"{DATASET}-{ARCH}-paper.csv").set_index("method")
+    assert list(at_paper.index) == ["dense", "snip", "lth-rewind", "imc-reinit"]
+    assert at_paper.loc["snip", "Accuracy mean"] == pytest.approx(74.0)  # the 0.4 jobs, not found or 0.1
+    assert at_paper.loc["imc-reinit", "Accuracy mean"] == pytest.approx(78.0)  # pruned at 0.4, not at s*
+    assert at_paper.loc["imc-reinit", "Accuracy paper"] == pytest.approx(81.4)  # Table 8, IMC-Reinit
+    assert at_paper.loc["lth-rewind", "Sparsity mean"] == pytest.approx(1 - 0.9**5)  # nearest round to 0.4
+    assert at_paper.loc["dense", "Accuracy mean"] == pytest.approx(81.0)
+
     markdown = (out / "tables" / f"{DATASET}-{ARCH}-found.md").read_text()
     assert "| Baseline " in markdown and "81.0 ± 1.4 (paper 81.3)" in markdown
     assert (out / "tables" / f"{DATASET}-{ARCH}-found.tex").read_text().startswith("\\begin{tabular}")
@@ -108,6 +120,7 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     assert "grasp" in readme and "diverged: training loss became nan" in readme
     assert "synflow" in readme.split("## Missing or unfinished jobs")[1]
     assert "1 failed, 1 missing" in readme
+    assert f"### Accuracy at the paper's sparsity: {DATASET}, {ARCH} (paper's Table 8)" in readme
     for name in (f"accuracy-vs-sparsity-{DATASET}-{ARCH}", f"cost-{DATASET}-{ARCH}", "imc-spectrum"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000

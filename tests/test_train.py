@@ -18,8 +18,10 @@ def new_model(seed: int = 0):
     return build_model("resnet8", DIGITS_INPUT, seed)
 
 
-def trainer_for(digits_device, tmp_path, trial=0) -> Trainer:
-    return Trainer(digits_device, trial, tmp_path / "ckpt", EpochLog(tmp_path / "epochs.csv"), progress=False)
+def trainer_for(digits_device, tmp_path, trial=0, checkpoint_interval_s=0.0) -> Trainer:
+    """A trainer that checkpoints after every epoch (interval 0), unless told otherwise."""
+    return Trainer(digits_device, trial, tmp_path / "ckpt", EpochLog(tmp_path / "epochs.csv"), progress=False,
+                   checkpoint_interval_s=checkpoint_interval_s)
 
 
 def test_schedule_drops_at_half_and_three_quarters():
@@ -76,6 +78,55 @@ def test_resume_after_interruption_gives_identical_result(digits_device, tmp_pat
         assert torch.equal(a, b)
     epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "b" / "epochs.csv").open())]
     assert epochs == [0, 1, 2]
+
+
+def test_checkpoints_follow_the_wall_clock_and_a_stop_keeps_the_last_epoch(digits_device, tmp_path):
+    """With an hour between checkpoints nothing is written while the phase trains; a crash or Ctrl-C
+    writes the last finished epoch, and the resumed phase continues after it with the same numbers."""
+    reference = trainer_for(digits_device, tmp_path / "a").train(new_model(), "p", QUICK)
+    trainer = trainer_for(digits_device, tmp_path / "b", checkpoint_interval_s=3600.0)
+    written_while_training = []
+
+    def stop_after_epoch_one(stop):
+        def hook(epoch, model, masks):
+            written_while_training.append(trainer.checkpoint_path("p").exists())
+            if epoch == 1:
+                raise stop
+        return hook
+
+    for stop in (Interrupt(), KeyboardInterrupt()):
+        trainer.checkpoint_path("p").unlink(missing_ok=True)
+        with pytest.raises(type(stop)):
+            trainer.train(new_model(), "p", QUICK, on_epoch_end=stop_after_epoch_one(stop))
+        saved = torch.load(trainer.checkpoint_path("p"), weights_only=False)
+        assert saved["next_epoch"] == 1 and not saved["complete"]
+    assert written_while_training == [False, False, False, False]
+    resumed = trainer_for(digits_device, tmp_path / "b").train(new_model(seed=99), "p", QUICK)
+    assert resumed.evaluation.accuracy == reference.evaluation.accuracy
+    epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "b" / "epochs.csv").open())]
+    assert epochs == [0, 1, 2]
+
+
+def test_evaluation_every_n_epochs_and_always_the_last(digits_device, tmp_path):
+    settings = TrainSettings(epochs=5, batch_size=100, eval_every=2)
+    result = trainer_for(digits_device, tmp_path).train(new_model(), "p", settings)
+    rows = list(csv.DictReader((tmp_path / "epochs.csv").open()))
+    assert [bool(row["test_accuracy"]) for row in rows] == [False, True, False, True, True]
+    assert float(rows[-1]["test_accuracy"]) == result.evaluation.accuracy
+    with pytest.raises(BenchError, match="eval_every"):
+        TrainSettings(eval_every=0)
+
+
+def test_masks_are_stored_as_bool_and_restored_as_float(digits_device, tmp_path):
+    model = new_model()
+    masks = global_mask(magnitude_scores(model), 0.5)
+    trainer = trainer_for(digits_device, tmp_path)
+    trainer.train(model, "m", QUICK, masks=masks)
+    stored = torch.load(trainer.checkpoint_path("m"), weights_only=False)["masks"]
+    assert all(mask.dtype == torch.bool for mask in stored.values())
+    again = trainer.train(new_model(), "m", QUICK, masks=masks)
+    assert all(torch.equal(again.masks[name], masks[name]) for name in masks)
+    assert all(mask.dtype == torch.float32 for mask in again.masks.values())
 
 
 def test_finished_phase_returns_its_final_state_without_training(digits_device, tmp_path):

@@ -59,6 +59,8 @@ class ImageData:
     std: tuple[float, ...]
     augment: bool
     classes: list[str] | None = None
+    layout: str | None = None
+    """How the source's files were laid out, for sources that read several (CIFAR: archive or folder)."""
 
     @property
     def in_channels(self) -> int:

@@ -2,7 +2,12 @@
 
 - `digits`: scikit-learn's bundled 8x8 digits (1,797 images, offline); a fixed stratified 20% test
   split; no augmentation (flipping a digit changes it).
-- `cifar10`, `cifar100`: torchvision's loaders over `--data-root` (`--download` fetches them).
+- `cifar10`, `cifar100`: a `--data-root` in one of two layouts, detected and recorded (cache key,
+  `ImageData.layout`, the job's provenance): torchvision's archive folders (`cifar-10-batches-py/`,
+  `cifar-100-python/`; `--download` fetches them), or an image-folder export (`train/<class>/*.png|jpg`
+  and `test/<class>/*`, e.g. the CIFAR-10 JPEG copy). Labels follow the official CIFAR class order,
+  matched by class name, so both layouts give the same labels; a folder whose class names are not
+  CIFAR's is one error naming the difference.
 - `imagefolder`: any ImageFolder root with `train/` and `test/` (or `val/`) subfolders, e.g. the
   CIFAR-10 JPEG copy; images are squashed to `image_size` x `image_size` if they are another size.
 - `imagenet-sub`: ImageNet at 32x32 with a fixed-seed stratified sample of 100,000 training and
@@ -30,7 +35,8 @@ DECODE_THREADS = 4
 DIGITS_TEST_FRACTION = 0.2
 
 
-def _image_data(train_images, train_labels, test_images, test_labels, num_classes, augment, classes=None):
+def _image_data(train_images, train_labels, test_images, test_labels, num_classes, augment, classes=None,
+                layout=None):
     mean, std = channel_stats(train_images)
     return ImageData(
         train_images=train_images.contiguous(),
@@ -42,6 +48,7 @@ def _image_data(train_images, train_labels, test_images, test_labels, num_classe
         std=std,
         augment=augment,
         classes=classes,
+        layout=layout,
     )
 
 
@@ -63,16 +70,53 @@ def load_digits(settings: DataSettings) -> ImageData:
 DATASETS.register("digits")(Source(load=load_digits, cache_key=lambda settings: {"version": 1}))
 
 
-# --- CIFAR (torchvision) --------------------------------------------------------------------------
+# --- CIFAR (torchvision archives or an image-folder export) ----------------------------------------
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR100_CLASSES = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl",
+    "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair",
+    "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin",
+    "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp",
+    "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
+    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck",
+    "pine_tree", "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road",
+    "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
+    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
+    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
+)
+"""The official label order (the `batches.meta` / `meta` files of the CIFAR releases)."""
+
+ARCHIVE_LAYOUT, FOLDER_LAYOUT = "torchvision-archive", "image-folder"
 
 
 @dataclass(frozen=True)
-class TorchvisionCifar:
+class Cifar:
+    """CIFAR-10 or CIFAR-100 from torchvision's archive folder or from an image-folder export."""
+
     dataset_class: str
     folder: str
-    num_classes: int
+    classes: tuple[str, ...]
+
+    def layout(self, settings: DataSettings) -> str:
+        """`torchvision-archive` if the archive folder is there (or will be downloaded), else `image-folder`
+        if `train/` and `test/` are; otherwise a one-line error naming both layouts."""
+        root = _require_root(settings, self.dataset_class)
+        if (root / self.folder).is_dir() or settings.download:
+            return ARCHIVE_LAYOUT
+        if (root / "train").is_dir() and (root / "test").is_dir():
+            return FOLDER_LAYOUT
+        raise BenchError(
+            f"{self.dataset_class}: {root} holds neither {self.folder}/ (torchvision's layout) nor train/ and test/ "
+            f"class folders (an image-folder export); accepted: one of them, or --download"
+        )
 
     def load(self, settings: DataSettings) -> ImageData:
+        if self.layout(settings) == FOLDER_LAYOUT:
+            return self._load_folder(_require_root(settings, self.dataset_class))
+        return self._load_archive(settings)
+
+    def _load_archive(self, settings: DataSettings) -> ImageData:
         import torchvision
 
         root = _require_root(settings, self.dataset_class)
@@ -89,17 +133,38 @@ class TorchvisionCifar:
             images = torch.from_numpy(split.data).permute(0, 3, 1, 2)
             splits.append((images, torch.tensor(split.targets)))
         (train_images, train_labels), (test_images, test_labels) = splits
-        return _image_data(
-            train_images, train_labels, test_images, test_labels, self.num_classes, True, list(split.classes)
-        )
+        return _image_data(train_images, train_labels, test_images, test_labels, len(self.classes), True,
+                           list(split.classes), layout=ARCHIVE_LAYOUT)
+
+    def _load_folder(self, root: Path) -> ImageData:
+        splits = []
+        for split in ("train", "test"):
+            classes, paths, labels = _folder_split(root / split)
+            official = self.official_labels(classes, root / split)
+            splits.append((_decode(paths, 32), official[labels]))
+        (train_images, train_labels), (test_images, test_labels) = splits
+        return _image_data(train_images, train_labels, test_images, test_labels, len(self.classes), True,
+                           list(self.classes), layout=FOLDER_LAYOUT)
+
+    def official_labels(self, folder_classes: list[str], where: Path) -> torch.Tensor:
+        """Folder class index -> official CIFAR label, by class name; one error naming any mismatch."""
+        missing = sorted(set(self.classes) - set(folder_classes))
+        unexpected = sorted(set(folder_classes) - set(self.classes))
+        if missing or unexpected:
+            raise BenchError(
+                f"{self.dataset_class}: the class folders under {where} are not CIFAR's (missing: "
+                f"{', '.join(missing) or 'none'}; unexpected: {', '.join(unexpected) or 'none'}); accepted: one "
+                f"folder per class named as in {self.dataset_class}: {', '.join(self.classes[:4])}, ..."
+            )
+        return torch.tensor([self.classes.index(name) for name in folder_classes])
 
     def cache_key(self, settings: DataSettings) -> dict:
-        return {"root": str(_require_root(settings, self.dataset_class).resolve())}
+        return {"root": str(_require_root(settings, self.dataset_class).resolve()), "layout": self.layout(settings)}
 
 
 for _name, _cifar in {
-    "cifar10": TorchvisionCifar("CIFAR10", "cifar-10-batches-py", 10),
-    "cifar100": TorchvisionCifar("CIFAR100", "cifar-100-python", 100),
+    "cifar10": Cifar("CIFAR10", "cifar-10-batches-py", CIFAR10_CLASSES),
+    "cifar100": Cifar("CIFAR100", "cifar-100-python", CIFAR100_CLASSES),
 }.items():
     DATASETS.register(_name)(Source(load=_cifar.load, cache_key=_cifar.cache_key))
 
