@@ -42,7 +42,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, run_job, write_spec
+from bench.progress import Progress
 from bench.provenance import REPO_ROOT
 from bench.slurm_limits import check_request
 from bench.spec import RunSettings
@@ -185,15 +186,21 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
     """Run every job in this process, dependencies first; a job whose dependency failed is skipped."""
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    for index, job in enumerate(planned, 1):
+    progress = Progress(planned, results, retry_failed, echo)
+    for job in planned:
         waiting_for = _ready(job, results, outcome)
         if waiting_for is not None:
-            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, {_skip(job.job_id, waiting_for, outcome)}")
+            progress.blocked(job, _skip(job.job_id, waiting_for, outcome))
             continue
-        echo(f"[{index}/{len(planned)}] {job.job_id}")
-        line = _note(job.job_id, run_job(paths[job.job_id], retry_failed=retry_failed), outcome)
+        if progress.skips(job):
+            outcome.states[job.job_id] = progress.skips(job)
+            continue
+        status = run_job(paths[job.job_id], retry_failed=retry_failed)
+        line = _note(job.job_id, status, outcome)
+        progress.finished(job, status)
         if line:
             echo(f"    {line}")
+    progress.summary()
     return outcome
 
 
@@ -241,15 +248,18 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
         for index in slots:
             devices.put(index)
     if run.device.startswith("cuda:"):  # each worker sees one GPU, as cuda:0
-        run = RunSettings(device="cuda", data=run.data, progress=False)
+        run = replace(run, device="cuda", progress=False)
     else:
-        run = RunSettings(device=run.device, data=run.data, progress=False)
+        run = replace(run, progress=False)
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    waiting = list(planned)
     threads = max(1, (os.cpu_count() or 1) // workers)
     sharing = f", {jobs_per_gpu} per GPU" if jobs_per_gpu > 1 else ", one GPU each"
     echo(f"local pool: {workers} worker(s){sharing if gpus else f', {threads} CPU thread(s) each'}")
+    progress = Progress(planned, results, retry_failed, echo)
+    outcome.states.update({job.job_id: progress.skips(job) for job in planned if progress.skips(job)})
+    waiting = [job for job in planned if not progress.skips(job)]
+    by_id = {job.job_id: job for job in planned}
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(devices, threads)) as pool:
         running: dict[concurrent.futures.Future, str] = {}
@@ -261,7 +271,7 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                     running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed)] = job.job_id
                     waiting.remove(job)
                 elif blocking not in active:  # failed, blocked, held, or not in this plan and not done
-                    echo(f"skipped  {job.job_id}: {_skip(job.job_id, blocking, outcome)}")
+                    progress.blocked(job, _skip(job.job_id, blocking, outcome))
                     waiting.remove(job)
             if not running:
                 continue
@@ -270,7 +280,10 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                 job_id = running.pop(future)
                 status = future.result()
                 line = _note(job_id, status, outcome)
-                echo(f"{'held' if 'held_by' in status else status['state']:8s} {job_id}" + (f": {line}" if line else ""))
+                progress.finished(by_id[job_id], status)
+                if line:
+                    echo(f"    {line}")
+    progress.summary()
     return outcome
 
 
@@ -425,7 +438,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
     A request that no node of the partition can meet is refused first (`bench.slurm_limits`)."""
     check_request(settings.partition, settings.cpus_per_job, settings.mem_gb, settings.gpus_per_job, settings.time_min)
     results = Path(results).resolve()
-    run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
+    run = replace(run, data=_absolute(run.data), progress=False)
     states = job_states(results, [job.job_id for job in planned])
     outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
     to_submit = [job for job in planned if states[job.job_id].needs_submission
@@ -504,8 +517,6 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
 
 def _absolute(data: DataSettings) -> DataSettings:
     """Data paths made absolute: the job runs in the checkout's root, not the submitter's folder."""
-    from dataclasses import replace
-
     changes = {name: str(Path(value).expanduser().resolve()) for name in ("data_root", "cache_dir")
                if (value := getattr(data, name)) is not None}
     return replace(data, **changes)

@@ -37,7 +37,7 @@ import io
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,15 +114,16 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 300.0
 
 class EpochLog:
     """`epochs.csv`: one row per trained epoch, flushed as it is written (test columns empty on epochs
-    without evaluation).
+    without evaluation), then handed to each listener (`bench.epoch_logs`: log lines, TensorBoard).
 
     When a phase starts, the file is rewritten atomically without that phase's rows past its
     checkpoint, so every epoch appears exactly once; a torn last row (a crash during the append) is
     dropped then, never fatal.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, listeners: Sequence[Callable[[dict], None]] = ()):
         self.path = path
+        self.listeners = tuple(listeners)
 
     def rows(self) -> list[dict]:
         """The complete rows of the file (a torn or foreign row is skipped)."""
@@ -151,6 +152,8 @@ class EpochLog:
                 writer.writeheader()
             writer.writerow(row)
             handle.flush()
+        for listener in self.listeners:
+            listener(row)
 
 
 def _complete_row(row: dict) -> bool:
