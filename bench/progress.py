@@ -47,10 +47,15 @@ class Progress:
         self.total = len(planned)
         self.counts: dict[str, int] = {}
         self.before: dict[str, str] = {}
+        kept_lines = []
         for job in planned:
-            state = read_status(self.results / JOBS_FOLDER / job.job_id)["state"]
+            status = read_status(self.results / JOBS_FOLDER / job.job_id)
+            state = status["state"]
             if state == DONE or (state == FAILED and not retry_failed):
                 self.before[job.job_id] = state
+            if state == FAILED and not retry_failed:
+                error = str(status.get("error") or "no reason recorded").splitlines()[0][:160]
+                kept_lines.append(f"kept as failed ({error}): {job.job_id}; --retry-failed reruns it")
         self.to_run = self.total - len(self.before)
         self.ran = 0
         self.started = clock()
@@ -59,6 +64,8 @@ class Progress:
         parts = [f"{self.to_run} to run"] + ([f"{skipped} {SKIPPED_DONE}"] if skipped else []) + (
             [f"{kept} {KEPT_FAILED} (--retry-failed reruns them)"] if kept else [])
         self._print(f"{self.total} jobs: {', '.join(parts)}")
+        for line in kept_lines:
+            self._print(line)
         for state in self.before.values():
             self._count(SKIPPED_DONE if state == DONE else KEPT_FAILED)
 
