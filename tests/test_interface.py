@@ -198,7 +198,7 @@ def test_tensorboard_logs_every_epoch(tmp_path):
     from bench.jobs import run_job, write_spec
     from bench.spec import RunSettings
 
-    spec = JobSpec(method="dense", dataset="digits@300", arch=TINY_ARCH, train={"epochs": 2})
+    spec = JobSpec(method="dense", dataset="digits@300", arch=TINY_ARCH, train={"epochs": 2, "eval_every": 1})
     status = run_job(write_spec(tmp_path, spec, RunSettings(device="cpu", progress=False, log=("tensorboard",))))
     assert status["state"] == "done"
     events = EventAccumulator(str(tmp_path / "jobs" / spec.job_id / "tensorboard"))
