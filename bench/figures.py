@@ -224,6 +224,7 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
         style = {"color": "k", "linestyle": "--"} if method == "dense" else {"color": styles[method]["color"]}
         name = PAPER_NAMES.get(method, method)
+        style |= {"marker": "o", "markersize": 2.5} if len(rows) <= 40 else {}  # short runs: show each point
         accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, label=name, **style)
         loss.plot(trained, rows.train_loss, linewidth=1.1, label=name, **style)
         plotted += 1

@@ -162,13 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if outcome.failed else 0
 
 
-PLAN_FLAGS = ("dataset", "arch", "methods", "trials", "epochs", "sparsity", "settings", "filter")
+PLAN_FLAGS = ("dataset", "arch", "methods", "trials", "epochs", "sparsity", "image_size", "ablation", "settings",
+              "filter")
 
 
 def plan_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The command-line changes to the grid, by flag, as `<results>/plan.json` records them."""
     flags = {"settings": "--set"}
-    return {flags.get(name, f"--{name}"): getattr(args, name) for name in PLAN_FLAGS if getattr(args, name) is not None}
+    return {flags.get(name, f"--{name.replace('_', '-')}"): getattr(args, name) for name in PLAN_FLAGS
+            if getattr(args, name, None) is not None}
 
 
 def _device(args: argparse.Namespace) -> str:
