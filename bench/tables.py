@@ -42,7 +42,7 @@ def method_order(methods) -> list[str]:
 
 def found_sparsity_by_trial(records: pd.DataFrame) -> dict[int, float]:
     """IMC's s* per trial: the achieved sparsity of its records (all variants share one analysis)."""
-    imc = records[records.method.isin(IMC_METHODS)]
+    imc = records[records.method.isin(IMC_METHODS) & (records.level == "none")]  # not the paper-level jobs
     return imc.groupby("trial").achieved_sparsity.mean().to_dict()
 
 
