@@ -108,6 +108,9 @@ class SpecJob(submitit.helpers.Checkpointable):
         self.retry_failed = retry_failed
 
     def __call__(self, spec_path: str) -> str:
+        # `scontrol requeue`, scancel and preemption without a grace signal send SIGTERM (submitit ignores
+        # it): write the last finished epoch, then exit; the next attempt resumes from it
+        signal.signal(signal.SIGTERM, _save_and_exit)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             import torch
