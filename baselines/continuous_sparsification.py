@@ -41,8 +41,8 @@ from bench.atomic import load_checked, save_checked
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.spec import JobSpec
 from bench.stages import StageNeed, StageSpec, recipe_key
-from bench.train import TrainSettings, load_latest_checkpoint, write_checkpoint
-from methods.base import JobContext, Method
+from bench.train import TrainSettings, autocast, load_latest_checkpoint, write_checkpoint
+from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 
 SEARCH_STAGE = "cs-search"
@@ -106,9 +106,18 @@ class ContinuousSparsification(Method):
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
         return [StageNeed(self.search_stage(spec, recipe))]
 
+    def round_epochs(self, recipe: TrainSettings) -> int:
+        return self.settings.round_epochs or max(1, recipe.epochs // 2)
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        search = PlannedPhase(self.settings.rounds * self.round_epochs(train_settings), evaluations=0,
+                              stage=self.search_stage(spec, train_settings).label)
+        return [search, PlannedPhase.training(train_settings)]
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
-        round_epochs = settings.round_epochs or max(1, context.train_settings.epochs // 2)
+        round_epochs = self.round_epochs(context.train_settings)
         rewind_epoch = min(settings.rewind_epoch, round_epochs)
         search = context.use_stage(self.search_stage(context.spec, context.train_settings),
                                    lambda folder: self.search(context, folder, round_epochs, rewind_epoch)).value
@@ -160,7 +169,8 @@ class ContinuousSparsification(Method):
                 for images, labels in context.data.train_batches(seed, recipe.batch_size):
                     masks = soft_masks(scores, temperature, settings.mask_initial_value)
                     masked = {name: weight * masks[name] for name, weight in weights.items()}
-                    loss = F.cross_entropy(functional_call(model, masked, (images,)), labels)
+                    with autocast(context.device, recipe.precision):
+                        loss = F.cross_entropy(functional_call(model, masked, (images,)), labels)
                     loss = loss + settings.lmbda * sum(mask.sum() for mask in masks.values())
                     weight_optimizer.zero_grad(set_to_none=True)
                     score_optimizer.zero_grad(set_to_none=True)

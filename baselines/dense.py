@@ -10,7 +10,7 @@ from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, PlannedPhase, planned_trajectory
 from methods.registry import register
 
 
@@ -21,6 +21,10 @@ class Dense(Method):
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
         return [trajectory_need(spec, recipe)]
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return [planned_trajectory(spec, train_settings)]
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         trajectory = context.dense_trajectory()

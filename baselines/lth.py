@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -44,7 +44,7 @@ from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, PlannedPhase, planned_trajectory
 from methods.registry import register
 
 REWIND_SCHEDULES = ("restart", "resume")
@@ -113,9 +113,12 @@ class IterativeMagnitudePruning(Method):
     Settings = LthSettings
     quick_hparams = {"rounds": 2}
 
+    def rounds(self, sparsity: float | None) -> int:
+        return self.settings.rounds or rounds_for(sparsity, self.settings.pruning_fraction)
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         settings = self.settings
-        rounds = settings.rounds or rounds_for(context.sparsity, settings.pruning_fraction)
+        rounds = self.rounds(context.sparsity)
         dense = context.dense_trajectory(self.snapshot_epochs(context.train_settings))
         model = context.new_model()
         model.load_state_dict(dense.final_state)
@@ -144,6 +147,18 @@ class IterativeMagnitudePruning(Method):
         """Epochs of the dense run whose state the rounds start from (rewinding); none by default."""
         return ()
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase] | None:
+        if sparsity is None and not self.settings.rounds:
+            return None  # the rounds follow a sparsity found at run time
+        schedule, start_epoch = self.round_schedule(train_settings)
+        return [planned_trajectory(spec, train_settings)] + [
+            PlannedPhase.training(schedule, start_epoch) for _ in range(self.rounds(sparsity))]
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
+        """(schedule, first epoch) of every pruning round: the recipe from epoch 0 by default."""
+        return recipe, 0
+
     @abstractmethod
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
         """The model round `round_index` trains (masked by the loop) and how it trains it."""
@@ -152,7 +167,7 @@ class IterativeMagnitudePruning(Method):
 @register("lth-reinit")
 class LthReinit(IterativeMagnitudePruning):
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
-        return RoundStart(context.new_model("reinit", round_index), context.train_settings)
+        return RoundStart(context.new_model("reinit", round_index), *self.round_schedule(context.train_settings))
 
 
 @register("lth-rewind")
@@ -170,8 +185,11 @@ class LthRewind(IterativeMagnitudePruning):
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
         model = context.new_model()
         model.load_state_dict(context.dense_trajectory().state_at(self.settings.rewind_epoch))
+        return RoundStart(model, *self.round_schedule(context.train_settings))
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
         resume = self.settings.rewind_schedule == "resume"
-        return RoundStart(model, context.train_settings, self.settings.rewind_epoch if resume else 0)
+        return recipe, self.settings.rewind_epoch if resume else 0
 
 
 @register("lth-finetune")
@@ -179,5 +197,8 @@ class LthFinetune(IterativeMagnitudePruning):
     Settings = FinetuneSettings
 
     def surviving_weights(self, context: JobContext, trained: nn.Module, round_index: int) -> RoundStart:
-        epochs = self.settings.finetune_epochs or context.train_settings.epochs
-        return RoundStart(trained, context.schedule(epochs=epochs, lr=self.settings.finetune_lr, lr_drops=()))
+        return RoundStart(trained, *self.round_schedule(context.train_settings))
+
+    def round_schedule(self, recipe: TrainSettings) -> tuple[TrainSettings, int]:
+        epochs = self.settings.finetune_epochs or recipe.epochs
+        return replace(recipe, epochs=epochs, lr=self.settings.finetune_lr, lr_drops=()), 0

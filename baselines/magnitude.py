@@ -9,7 +9,7 @@ Epochs recorded = training + fine-tuning.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -19,7 +19,7 @@ from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method, Pruner
+from methods.base import JobContext, Method, PlannedPhase, Pruner, planned_trajectory
 from methods.registry import register
 
 
@@ -46,7 +46,13 @@ class Magnitude(Method, Pruner):
         model.load_state_dict(trained.final_state)
         with context.timed_scoring():
             masks = self.prune(model, [], context.sparsity, context.seed(self.name), None)
-        finetune = context.schedule(lr=context.train_settings.lr * self.settings.finetune_lr_scale)
-        result = context.train(model, "finetune", masks=masks, settings=finetune)
+        result = context.train(model, "finetune", masks=masks, settings=self.finetune_schedule(context.train_settings))
         return [context.record(model, result.masks, result.evaluation, trained.epochs + result.epochs,
                                accuracy_before_finetune=trained.evaluation.accuracy)]
+
+    def finetune_schedule(self, recipe: TrainSettings) -> TrainSettings:
+        return replace(recipe, lr=recipe.lr * self.settings.finetune_lr_scale)
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return [planned_trajectory(spec, train_settings), PlannedPhase.training(self.finetune_schedule(train_settings))]

@@ -8,7 +8,8 @@ computed by the first job that needs it, under its lock, and the others load it 
 
 - `inline`: this process, in dependency order (IMC's analysis before the jobs at "found").
 - `local`: a pool of `--workers` spawned processes, one GPU each where there are GPUs
-  (`CUDA_VISIBLE_DEVICES`); a job starts when its dependencies are done. submitit's LocalExecutor is
+  (`CUDA_VISIBLE_DEVICES`), or `--jobs-per-gpu N` workers sharing each GPU; a job starts when its
+  dependencies are done. submitit's LocalExecutor is
   not used: it has no queue and starts every job at once (submitit #1685, #1718).
 - `slurm`: submitit's `AutoExecutor` following `shared/specs/harness-anchors.md` (d) and avoiding
   Hydra's submitit-launcher pitfalls: the submitit folder lives in the results folder; `timeout_min`
@@ -18,7 +19,9 @@ computed by the first job that needs it, under its lock, and the others load it 
   `submitit.helpers.Checkpointable` (`SpecJob`) holding no state but a flag, so on preemption or
   timeout submitit requeues it with the same spec path and it resumes from its last epoch. Jobs at
   "found" sparsity get `--dependency=afterok:<analysis job>`; jobs sharing the same dependencies share
-  one array. Every submission is appended to `jobs.jsonl` for `bench.status`.
+  one array. Every submission is appended to `jobs.jsonl` for `bench.status`. With `--jobs-per-gpu N`
+  one array task runs N jobs at once on its GPU (`SpecJobGroup`: one spawned process per job), and
+  `--cuda-mps` starts the CUDA MPS daemon in the allocation so that their kernels share the GPU.
 
 The job's Python is the submitter's `sys.executable`; the job's working directory and `PYTHONPATH`
 are set to this checkout's root (quoted: a path with a space works), so it imports the same code as
@@ -37,11 +40,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,7 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.jobs import request_stages, run_job
+from bench.progress import Progress
 from bench.provenance import REPO_ROOT
 from bench.slurm_limits import check_request
 from bench.spec import RunSettings
@@ -78,6 +83,8 @@ class SlurmSettings:
     max_num_timeout: int = 3
     max_array_size: int | None = None  # None: read MaxArraySize from `scontrol show config`
     job_name: str = "prunebench"
+    jobs_per_gpu: int = 1  # jobs one array task runs at once on its GPU (or its CPUs)
+    cuda_mps: bool = False  # start the CUDA MPS daemon inside each allocation
 
 
 @dataclass
@@ -105,6 +112,9 @@ class SpecJob(submitit.helpers.Checkpointable):
         self.retry_failed = retry_failed
 
     def __call__(self, spec_path: str) -> str:
+        # `scontrol requeue`, scancel and preemption without a grace signal send SIGTERM (submitit ignores
+        # it): write the last finished epoch, then exit; the next attempt resumes from it
+        signal.signal(signal.SIGTERM, _save_and_exit)
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             import torch
@@ -185,15 +195,21 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
     """Run every job in this process, dependencies first; a job whose dependency failed is skipped."""
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    for index, job in enumerate(planned, 1):
+    progress = Progress(planned, results, retry_failed, echo)
+    for job in planned:
         waiting_for = _ready(job, results, outcome)
         if waiting_for is not None:
-            echo(f"[{index}/{len(planned)}] {job.job_id}: skipped, {_skip(job.job_id, waiting_for, outcome)}")
+            progress.blocked(job, _skip(job.job_id, waiting_for, outcome))
             continue
-        echo(f"[{index}/{len(planned)}] {job.job_id}")
-        line = _note(job.job_id, run_job(paths[job.job_id], retry_failed=retry_failed), outcome)
+        if progress.skips(job):
+            outcome.states[job.job_id] = progress.skips(job)
+            continue
+        status = run_job(paths[job.job_id], retry_failed=retry_failed)
+        line = _note(job.job_id, status, outcome)
+        progress.finished(job, status)
         if line:
             echo(f"    {line}")
+    progress.summary()
     return outcome
 
 
@@ -227,29 +243,32 @@ def default_workers() -> int:
 
 
 def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, workers: int | None = None,
-              retry_failed: bool = False, echo: Printer = print) -> Outcome:
+              retry_failed: bool = False, echo: Printer = print, jobs_per_gpu: int = 1) -> Outcome:
     """Run the jobs in a pool of worker processes; each starts once its dependencies are done."""
     import torch
 
     gpus = torch.cuda.device_count() if run.device.startswith("cuda") else 0
-    workers = workers or default_workers()
-    if gpus:
-        workers = min(workers, gpus)
+    slots = gpu_slots(gpus, workers, jobs_per_gpu)
+    workers = len(slots) or workers or default_workers()
     context = multiprocessing.get_context("spawn")
     devices = None
     if gpus:
         devices = context.Queue()
-        for index in range(workers):
+        for index in slots:
             devices.put(index)
     if run.device.startswith("cuda:"):  # each worker sees one GPU, as cuda:0
-        run = RunSettings(device="cuda", data=run.data, progress=False)
+        run = replace(run, device="cuda", progress=False)
     else:
-        run = RunSettings(device=run.device, data=run.data, progress=False)
+        run = replace(run, progress=False)
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    waiting = list(planned)
     threads = max(1, (os.cpu_count() or 1) // workers)
-    echo(f"local pool: {workers} worker(s){', one GPU each' if gpus else f', {threads} CPU thread(s) each'}")
+    sharing = f", {jobs_per_gpu} per GPU" if jobs_per_gpu > 1 else ", one GPU each"
+    echo(f"local pool: {workers} worker(s){sharing if gpus else f', {threads} CPU thread(s) each'}")
+    progress = Progress(planned, results, retry_failed, echo)
+    outcome.states.update({job.job_id: progress.skips(job) for job in planned if progress.skips(job)})
+    waiting = [job for job in planned if not progress.skips(job)]
+    by_id = {job.job_id: job for job in planned}
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                 initargs=(devices, threads)) as pool:
         running: dict[concurrent.futures.Future, str] = {}
@@ -261,7 +280,7 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                     running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed)] = job.job_id
                     waiting.remove(job)
                 elif blocking not in active:  # failed, blocked, held, or not in this plan and not done
-                    echo(f"skipped  {job.job_id}: {_skip(job.job_id, blocking, outcome)}")
+                    progress.blocked(job, _skip(job.job_id, blocking, outcome))
                     waiting.remove(job)
             if not running:
                 continue
@@ -270,8 +289,111 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                 job_id = running.pop(future)
                 status = future.result()
                 line = _note(job_id, status, outcome)
-                echo(f"{'held' if 'held_by' in status else status['state']:8s} {job_id}" + (f": {line}" if line else ""))
+                progress.finished(by_id[job_id], status)
+                if line:
+                    echo(f"    {line}")
+    progress.summary()
     return outcome
+
+
+def check_packing(executor: str, device: str, jobs_per_gpu: int, cuda_mps: bool) -> None:
+    """Refuse `--jobs-per-gpu` / `--cuda-mps` where they would be ignored (before any job starts)."""
+    if jobs_per_gpu < 1:
+        raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}; accepted: an integer >= 1")
+    if jobs_per_gpu > 1 and executor == "inline":
+        raise BenchError("--jobs-per-gpu needs --executor local or slurm; accepted with inline: 1")
+    if jobs_per_gpu > 1 and executor == "local" and not device.startswith("cuda"):
+        raise BenchError(f"--jobs-per-gpu shares GPUs, but the device is {device}; accepted on the CPU: --workers N")
+    if cuda_mps and executor != "slurm":
+        raise BenchError("--cuda-mps starts MPS inside SLURM allocations; accepted: --executor slurm (for local "
+                         "runs start it yourself: nvidia-cuda-mps-control -d)")
+
+
+def gpu_slots(gpus: int, workers: int | None, jobs_per_gpu: int) -> list[int]:
+    """The GPU index of each local worker: `jobs_per_gpu` per GPU (at most `workers` in all), round-robin."""
+    count = gpus * jobs_per_gpu if workers is None else min(workers, gpus * jobs_per_gpu)
+    return [index % gpus for index in range(count)] if gpus else []
+
+
+GROUP_CHECKPOINT_TIMEOUT_S = 120
+_GROUP: list[multiprocessing.process.BaseProcess] = []
+"""The job processes of the running `SpecJobGroup` (not pickled with it: submitit pickles the callable)."""
+
+
+def _save_and_exit(signum: int, frame: Any) -> None:
+    from bench.train import save_pending_checkpoints
+
+    save_pending_checkpoints()
+    os._exit(128 + signum)
+
+
+def _run_grouped(spec_path: str, retry_failed: bool, threads: int) -> None:
+    """One job of an array task's group, in its own process: SIGTERM writes its last epoch and exits."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # SLURM's requeue signal is the task's (the parent's) to handle
+    signal.signal(signal.SIGTERM, _save_and_exit)
+    import torch
+
+    torch.set_num_threads(threads)
+    print(describe_resume(Path(spec_path).parent), flush=True)
+    run_job(spec_path, retry_failed=retry_failed)
+
+
+class SpecJobGroup(SpecJob):
+    """The callable of an array task that runs several jobs at once on its GPU: `SpecJobGroup()(spec_paths)`.
+
+    One spawned process per job shares the task's GPU and CPUs; the task fails (so `afterok` dependents
+    wait) if any of its jobs ends not done. On SLURM's requeue signal each process writes the last
+    finished epoch of its phase before the task requeues with the same paths.
+    """
+
+    def __call__(self, spec_paths: list[str]) -> str:
+        cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or os.cpu_count() or 1)
+        context = multiprocessing.get_context("spawn")
+        _GROUP[:] = [context.Process(target=_run_grouped, args=(path, self.retry_failed,
+                                                                max(1, cpus // len(spec_paths))))
+                     for path in spec_paths]
+        for process in _GROUP:
+            process.start()
+        for process in _GROUP:
+            process.join()
+        _GROUP.clear()
+        states = {Path(path).parent.name: read_status(Path(path).parent) for path in spec_paths}
+        failed = {name: f"{status['state']}: {status.get('error')}" for name, status in states.items()
+                  if status["state"] != DONE}
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(spec_paths)} jobs of this task not done: {failed}")
+        return DONE
+
+    def checkpoint(self, *args, **kwargs):
+        for process in _GROUP:
+            if process.is_alive():
+                process.terminate()
+        for process in _GROUP:
+            process.join(GROUP_CHECKPOINT_TIMEOUT_S)
+        return super().checkpoint(*args, **kwargs)
+
+
+def submit_tasks(executor: submitit.AutoExecutor, paths: list[Path], retry_failed: bool, jobs_per_task: int
+                 ) -> list[submitit.Job]:
+    """Submit `paths` (inside `executor.batch()`) as array tasks of `jobs_per_task` jobs each; returns the
+    task of every path."""
+    if jobs_per_task == 1:
+        return [executor.submit(SpecJob(retry_failed), str(path)) for path in paths]
+    tasks = []
+    for start in range(0, len(paths), jobs_per_task):
+        group = [str(path) for path in paths[start:start + jobs_per_task]]
+        tasks.extend([executor.submit(SpecJobGroup(retry_failed), group)] * len(group))
+    return tasks
+
+
+def mps_setup(settings: SlurmSettings) -> list[str]:
+    """sbatch lines that start the CUDA MPS control daemon for this allocation (its own pipe and log folder)."""
+    if not settings.cuda_mps:
+        return []
+    folder = "${TMPDIR:-/tmp}/prunebench-mps-${SLURM_JOB_ID}"
+    return [f"export CUDA_MPS_PIPE_DIRECTORY={folder}/pipe CUDA_MPS_LOG_DIRECTORY={folder}/log",
+            'mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"',
+            'nvidia-cuda-mps-control -d || echo "prunebench: CUDA MPS did not start; jobs share the GPU without it" >&2']
 
 
 def max_array_size() -> int:
@@ -295,7 +417,8 @@ def slurm_executor(results: Path, settings: SlurmSettings) -> submitit.AutoExecu
     folder = Path(results).resolve() / "submitit" / "%j"
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=settings.max_num_timeout)
     root = shlex.quote(str(REPO_ROOT))
-    setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {root}", *settings.setup]
+    setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}", f"cd {root}", *settings.setup,
+             *mps_setup(settings)]
     parameters: dict[str, Any] = {
         "name": settings.job_name,
         "timeout_min": settings.time_min,
@@ -324,7 +447,7 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
     A request that no node of the partition can meet is refused first (`bench.slurm_limits`)."""
     check_request(settings.partition, settings.cpus_per_job, settings.mem_gb, settings.gpus_per_job, settings.time_min)
     results = Path(results).resolve()
-    run = RunSettings(device=run.device, data=_absolute(run.data), progress=False)
+    run = replace(run, data=_absolute(run.data), progress=False)
     states = job_states(results, [job.job_id for job in planned])
     outcome = Outcome(states={job_id: state.state for job_id, state in states.items()})
     to_submit = [job for job in planned if states[job.job_id].needs_submission
@@ -348,13 +471,14 @@ def submit_slurm(planned: list[PlannedJob], results: Path, run: RunSettings, set
             continue
         if any(slurm_ids.get(dep) is None and dep in submitting for dep in job.after):
             # a dependency submitted in this call: flush the groups so far to learn its SLURM id
-            _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo)
+            _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo,
+                           settings.jobs_per_gpu)
             groups = {}
             key = _dependency_key(job, states, slurm_ids, submitting, outcome)
             if key is None:
                 continue
         groups.setdefault(key, []).append(job)
-    _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo)
+    _submit_groups(executor, groups, results, run, retry_failed, chunk, slurm_ids, outcome, echo, settings.jobs_per_gpu)
     return outcome
 
 
@@ -376,16 +500,16 @@ def _dependency_key(job: PlannedJob, states: dict[str, JobState], slurm_ids: dic
 
 def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...], list[PlannedJob]],
                    results: Path, run: RunSettings, retry_failed: bool, chunk: int,
-                   slurm_ids: dict[str, str | None], outcome: Outcome, echo: Printer) -> None:
+                   slurm_ids: dict[str, str | None], outcome: Outcome, echo: Printer, jobs_per_task: int = 1) -> None:
     for dependency, jobs in groups.items():
         additional = {"dependency": "afterok:" + ":".join(dependency)} if dependency else {}
         # append: a requeued job keeps the log of its earlier attempts (the signal, the traceback)
         executor.update_parameters(slurm_additional_parameters={"open-mode": "append", **additional})
-        for start in range(0, len(jobs), chunk):
-            part = jobs[start:start + chunk]
+        for start in range(0, len(jobs), chunk * jobs_per_task):
+            part = jobs[start:start + chunk * jobs_per_task]
             paths = [write_spec(results, job.spec, run) for job in part]
             with executor.batch():
-                submitted = [executor.submit(SpecJob(retry_failed), str(path)) for path in paths]
+                submitted = submit_tasks(executor, paths, retry_failed, jobs_per_task)
             entries = []
             for job, slurm_job, path in zip(part, submitted, paths, strict=True):
                 slurm_ids[job.job_id] = slurm_job.job_id
@@ -403,8 +527,6 @@ def _submit_groups(executor: submitit.AutoExecutor, groups: dict[tuple[str, ...]
 
 def _absolute(data: DataSettings) -> DataSettings:
     """Data paths made absolute: the job runs in the checkout's root, not the submitter's folder."""
-    from dataclasses import replace
-
     changes = {name: str(Path(value).expanduser().resolve()) for name in ("data_root", "cache_dir")
                if (value := getattr(data, name)) is not None}
     return replace(data, **changes)

@@ -1,11 +1,17 @@
-"""Report figures (matplotlib, PNG and PDF), drawn only from the tidy records.
+"""Report figures (matplotlib, PNG and PDF), drawn from the tidy records and the jobs' CSV files.
 
+- accuracy vs density: every method on one axes, density on a log scale from 100% down to the
+  sparsest point, mean line and std band over trials, the dense control as a band (the LTH and
+  SynFlow papers' figure);
 - accuracy vs sparsity: one panel per method, mean ± std band over trials, the dense control (mean ±
   std) on every panel (ShrinkBench's habit);
+- per-layer density of each method at one sparsity (`layers.csv`): where each method keeps weights;
+- training curves (`epochs.csv`): test accuracy and training loss per epoch trained, one job per method;
 - runtime and epochs per method (at the "found" operating point);
 - IMC's Hessian spectrum (SLQ nodes and weights) with the chosen split and 4K marked;
 - sensitivity (paper figures 3-6): IMC accuracy / final loss against one varied setting;
-- Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot.
+- Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot, with ||H(W+U) - H(W)|| and
+  the share of ReLU sign flips between W and W+U where the records hold them.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.paper import PAPER_NAMES  # noqa: E402
-from bench.tables import found_rows, method_order  # noqa: E402
+from bench.tables import found_rows, method_order, number  # noqa: E402
 
 
 def save(figure, folder: Path, name: str) -> list[Path]:
@@ -69,6 +75,171 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
     return save(figure, folder, f"accuracy-vs-sparsity-{dataset}-{arch}")
 
 
+COLORS = [plt.get_cmap("tab20")(index) for index in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11)]
+MARKERS = "os^vD<>pPX*h"
+DENSITY_TICKS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+WIDE_DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+def method_styles(methods) -> dict[str, dict]:
+    """Colour and marker of each (non-dense) method, by the paper's row order, so that a method looks
+    the same in every figure of one dataset and arch."""
+    order = [name for name in method_order(methods) if name != "dense"]
+    return {name: {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
+            for index, name in enumerate(order)}
+
+
+def _density_axis(axis, lowest: float) -> None:
+    """Log-scale density axis from 100% (left) down to just below `lowest` (percent)."""
+    lowest = max(min(lowest, 100.0), 1e-3)
+    axis.set_xscale("log")
+    axis.set_xlim(102.0, lowest * 0.92)
+    ticks = WIDE_DENSITY_TICKS if lowest < 10 else DENSITY_TICKS
+    shown = [tick for tick in ticks if lowest * 0.92 <= tick <= 100]
+    axis.set_xticks(shown, [f"{tick:g}%" for tick in shown])
+    axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    axis.set_xlabel("density: weights kept (log scale)")
+
+
+def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """Every method on one axes: mean accuracy and std band over trials against density."""
+    group = records[(records.dataset == dataset) & (records.arch == arch)]
+    methods = [name for name in method_order(group.method) if name != "dense"]
+    if not methods:
+        return []
+    figure, axis = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
+    dense = group[group.method == "dense"].accuracy * 100
+    if not dense.empty:
+        spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
+        axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label="Dense (mean ± std)")
+        axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.12, linewidth=0)
+    lowest = 100.0
+    styles = method_styles(group.method)
+    for method in methods:
+        points = _points(group[group.method == method])
+        density = 100.0 * (1.0 - points.sparsity)
+        lowest = min(lowest, density.min())
+        style = styles[method]
+        axis.plot(density, points["mean"], "-", markersize=4, linewidth=1.3, label=PAPER_NAMES.get(method, method),
+                  **style)
+        axis.fill_between(density, points["mean"] - points["std"], points["mean"] + points["std"],
+                          color=style["color"], alpha=0.15, linewidth=0)
+    _density_axis(axis, lowest)
+    axis.set_ylabel("test accuracy (%)")
+    axis.grid(True, which="major", alpha=0.3)
+    trials = group.trial.nunique()
+    axis.set_title(f"{dataset}, {arch}: test accuracy vs density (mean ± std over {trials} trial"
+                   f"{'s' if trials != 1 else ''})", fontsize=10)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    return save(figure, folder, f"accuracy-vs-density-{dataset}-{arch}")
+
+
+def comparison_target(group: pd.DataFrame) -> tuple[str, float | None]:
+    """The sparsity at which to compare methods job by job: the numeric level most methods ran at,
+    else IMC's found s*; returns (label, sparsity or None for "each method's found point")."""
+    numeric = group[~group.level.isin(["found", "none"])]
+    if not numeric.empty:
+        level = numeric.groupby("level").method.nunique().sort_values(ascending=False, kind="stable").index[0]
+        return f"sparsity ≈ {level}", float(level)
+    return "the found sparsity", None
+
+
+def representative_jobs(group: pd.DataFrame, target: float | None, tolerance: float = 0.05) -> pd.DataFrame:
+    """One record per method (its first trial): the round nearest `target` (None: its found-sparsity
+    row), dropped where it is further than `tolerance` from the target."""
+    first = group[group.trial == group.trial.min()]
+    if target is None:
+        return found_rows(first)
+    chosen = []
+    for _, rows in first.groupby("method", sort=False):
+        gap = (rows.achieved_sparsity - target).abs()
+        if gap.min() <= tolerance:
+            chosen.append(rows.loc[[gap.idxmin()]])
+    return pd.concat(chosen) if chosen else group.iloc[0:0]
+
+
+def layer_density(records: pd.DataFrame, layers: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """Density of every prunable layer for each method at one sparsity, with the layers' sizes."""
+    group = records[(records.dataset == dataset) & (records.arch == arch) & (records.method != "dense")]
+    if group.empty or layers.empty:
+        return []
+    label, target = comparison_target(group)
+    chosen = representative_jobs(group, target)
+    if chosen.empty:
+        return []
+    figure, (sizes, axis) = plt.subplots(2, 1, figsize=(10, 5.6), sharex=True, height_ratios=(1, 3),
+                                         layout="constrained")
+    order: list[str] = []
+    plotted = 0
+    styles = method_styles(group.method)
+    for method in method_order(chosen.method):
+        row = chosen[chosen.method == method].iloc[0]
+        rows = layers[(layers.job_id == row.job_id) & (layers["round"] == row["round"])]
+        if rows.empty:
+            continue
+        order = order or list(rows.layer)
+        rows = rows.set_index("layer").loc[order]
+        axis.plot(range(len(order)), 100.0 * rows.kept / rows.weights, "-", markersize=3, linewidth=1.1,
+                  label=f"{PAPER_NAMES.get(method, method)} ({number(row.achieved_sparsity, 3)})",
+                  **styles[method])
+        if plotted == 0:
+            sizes.bar(range(len(order)), rows.weights, color="0.6")
+        plotted += 1
+    if not plotted:
+        plt.close(figure)
+        return []
+    sizes.set_yscale("log")
+    sizes.set_ylabel("weights")
+    axis.set_ylabel("density: weights kept (%)")
+    axis.set_ylim(0, 105)
+    axis.set_xticks(range(len(order)), [name.removesuffix(".weight") for name in order], rotation=90, fontsize=7)
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+                title="method (achieved sparsity)", title_fontsize=7)
+    sizes.set_title(f"{dataset}, {arch}: per-layer density at {label} (trial {int(chosen.trial.min())})", fontsize=10)
+    return save(figure, folder, f"layer-density-{dataset}-{arch}")
+
+
+def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """Test accuracy and training loss per epoch trained (phases in order), one job per method."""
+    group = records[(records.dataset == dataset) & (records.arch == arch)]
+    if group.empty or epochs.empty:
+        return []
+    label, target = comparison_target(group[group.method != "dense"]) if (group.method != "dense").any() \
+        else ("dense", None)
+    chosen = pd.concat([representative_jobs(group[group.method != "dense"], target),
+                        group[(group.method == "dense") & (group.trial == group.trial.min())]])
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
+    plotted = 0
+    styles = method_styles(group.method)
+    for method in [*[name for name in method_order(chosen.method) if name != "dense"], "dense"]:
+        if method not in set(chosen.method):
+            continue
+        job_id = chosen[chosen.method == method].iloc[0].job_id
+        rows = epochs[epochs.job_id == job_id]
+        if rows.empty:
+            continue
+        trained = pd.Series(range(1, len(rows) + 1), index=rows.index)
+        tested = rows.test_accuracy.notna()  # the test pass runs every train.eval_every epochs
+        # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
+        style = {"color": "k", "linestyle": "--"} if method == "dense" else {"color": styles[method]["color"]}
+        name = PAPER_NAMES.get(method, method)
+        style |= {"marker": "o", "markersize": 2.5} if len(rows) <= 40 else {}  # short runs: show each point
+        accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, label=name, **style)
+        loss.plot(trained, rows.train_loss, linewidth=1.1, label=name, **style)
+        plotted += 1
+    if not plotted:
+        plt.close(figure)
+        return []
+    loss.set_yscale("log")
+    for axis, what in ((accuracy, "test accuracy (%)"), (loss, "training loss")):
+        axis.set(xlabel="epochs trained (all phases of the job, in order)", ylabel=what)
+        axis.grid(True, alpha=0.3)
+    loss.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    figure.suptitle(f"{dataset}, {arch}: training curves, one job per method at {label} (first trial)", fontsize=10)
+    return save(figure, folder, f"training-curves-{dataset}-{arch}")
+
+
 def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
     rows = found_rows(records[(records.dataset == dataset) & (records.arch == arch)])
     if rows.empty:
@@ -104,7 +275,9 @@ def spectrum(records: pd.DataFrame, folder: Path) -> list[Path]:
         if split.get("upper") is not None:
             axis.axvspan(split["lower"], split["upper"], color="C3", alpha=0.3,
                          label=f"chosen gap, 4K = {4 * extra.get('lipschitz', math.nan):.3g}")
-        axis.set_title(f"{row.dataset}, {row.arch}: s* = {row.achieved_sparsity:.3f}", fontsize=9)
+        s_star = extra.get("found_sparsity", row.achieved_sparsity)
+        reason = f" ({split['reason']})" if split.get("upper") is None and split.get("reason") else ""
+        axis.set_title(f"{row.dataset}, {row.arch}: s* = {number(s_star, 3) if s_star else '0'}{reason}", fontsize=9)
         axis.set_xlabel("Hessian eigenvalue")
         axis.legend(fontsize=7)
     return save(figure, folder, "imc-spectrum")
@@ -152,18 +325,35 @@ def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
 
 
 def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
-    """K against Delta, one line per p (tables 14-15); `estimates` has dataset, p, delta, K."""
+    """K against Delta, one line per p (tables 14-15), beside what K measures where the records have it:
+    ||H(W+U) - H(W)|| at the pair that gave K (dashed, same colour) and the share of ReLU units whose
+    sign flips between W and W+U (right panel). `estimates` has dataset, p, delta, K and optionally
+    hessian_change and relu_flip_share."""
     estimates = estimates[estimates.K > 0]  # a log axis; K = 0 would mean F is linear there
     if estimates.empty:
         return []
-    figure, axis = plt.subplots(figsize=(5, 3.4))
-    for (dataset, p), group in estimates.groupby(["dataset", "p"]):
-        stats = group.groupby("delta").K.mean()
-        axis.plot(stats.index, stats.values, "o-", label=f"{dataset}, p={p:g}")
-    axis.set_xscale("log")
-    axis.set_yscale("log")
-    axis.set_xlabel("Delta")
-    axis.set_ylabel("estimated K")
-    axis.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
-    axis.legend(fontsize=7)
+    flips = "relu_flip_share" in estimates and estimates.relu_flip_share.notna().any()
+    figure, axes = plt.subplots(1, 2 if flips else 1, figsize=(10 if flips else 5, 3.4), squeeze=False)
+    left = axes[0, 0]
+    for index, ((dataset, p), group) in enumerate(estimates.groupby(["dataset", "p"])):
+        stats = group.groupby("delta").mean(numeric_only=True)
+        color = f"C{index % 10}"
+        left.plot(stats.index, stats.K, "o-", color=color, label=f"{dataset}, p={p:g}: K")
+        if "hessian_change" in stats and stats.hessian_change.notna().any():
+            left.plot(stats.index, stats.hessian_change, "s--", color=color, label=f"{dataset}, p={p:g}: ||ΔH||")
+        if flips:
+            axes[0, 1].plot(stats.index, stats.relu_flip_share, "o-", color=color, label=f"{dataset}, p={p:g}")
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("Delta")
+    left.set_ylabel("estimated K; ||H(W+U) - H(W)||")
+    left.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
+    left.legend(fontsize=7)
+    if flips:
+        right = axes[0, 1]
+        right.set_xscale("log")
+        right.set_xlabel("Delta")
+        right.set_ylabel("share of ReLU units that flip sign")
+        right.set_title("ReLU sign flips between W and W+U (at the pairs behind K)", fontsize=9)
+        right.legend(fontsize=7)
     return save(figure, folder, "lipschitz")

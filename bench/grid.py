@@ -34,12 +34,11 @@ change when a grid spells out a default (open_lth's rule). Jobs are deduplicated
 from __future__ import annotations
 
 import itertools
+import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from bench import found
 from bench.errors import BenchError, UnknownNameError, check_sparsity

@@ -40,6 +40,7 @@ import torch
 
 from bench.atomic import read_json, write_json, write_text
 from bench.data import DataSettings, DeviceData, load_dataset
+from bench.epoch_logs import epoch_listeners
 from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
 from bench.provenance import provenance
@@ -174,7 +175,8 @@ def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -
     sparsity = resolve_sparsity(spec, method_class, results)
     train_settings = train_settings_for(spec)
     data = _device_data(spec.dataset, data_settings_for(spec, run), run.device)
-    trainer = Trainer(data, spec.trial, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=run.progress,
+    epoch_log = EpochLog(folder / "epochs.csv", epoch_listeners(spec.job_id, folder, run.log_every, run.log))
+    trainer = Trainer(data, spec.trial, folder / "ckpt", epoch_log, progress=run.progress,
                       checkpoint_interval_s=run.checkpoint_interval_s)
     return JobContext(spec.job_id, spec, method, data, folder, trainer, train_settings, sparsity)
 

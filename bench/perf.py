@@ -1,25 +1,40 @@
-"""`python -m bench.perf`: what the harness costs over bare PyTorch, and what masks cost.
+"""`python -m bench.perf`: what an epoch of a job costs (old settings beside new), packed GPUs, harness overhead.
 
-In one process, on one model, batch size and thread count, it times
-  (a) the harness's training epoch (`Trainer.train_epoch`: batches cut, cropped, flipped and
-      normalised on the device, masked-gradient multiply off) against a bare PyTorch loop over
-      pre-made, already normalised tensors (forward, loss, backward, SGD step: nothing else);
-  (b) the harness epoch with a 50%-sparse global mask against the same epoch dense.
-The batched crop returns channels-last tensors (it gathers pixels as (N, H, W, C)), which oneDNN's CPU
-convolutions run faster than NCHW; `bare-cl` feeds the bare loop the same layout, so the harness's own
-overhead is harness/bare-cl.
-Each measurement is repeated; the runs of the variants alternate so that drift in the machine's
-speed hits all alike, and the medians are compared. Targets (issue 2): harness/bare <= 1.05 and
-masked/dense <= 1.03 for ResNet-20 at batch 100 on a CPU.
+`--measure` picks what runs (comma list; default `epoch`, plus `packing` on CUDA):
+
+- `epoch`: a whole epoch of a job, through the real `Trainer.train`: training over `--train-images`
+  (5,000) CIFAR-shaped images, the test pass over `--test-images` (10,000) where the settings evaluate,
+  and the checkpoints, for `--job-epochs` epochs (default 10: one evaluation period), in one process,
+  under two settings on the same model, data and device:
+    old: a test pass every epoch (`eval_every = 1`), NCHW test batches of 1,000, a checkpoint every
+         epoch (`checkpoint_interval_s = 0`): the loop before issue 11;
+    new: the defaults (`eval_every = 10` and the last epoch, test batches in the training's memory
+         format, 100 a batch on the CPU, checkpoints every 300 s and at the phase's end).
+  It prints the wall seconds per epoch of each and new/old (the issue's target: <= 0.75), then one job's
+  throughput at the new settings (training images/s from the epochs without a test pass, test images/s
+  from one timed test pass), which it stores in the throughput file (`bench.throughput`) where
+  `python -m bench.run --dry-run` turns a grid's image-passes into device-hours.
+- `packing`: N = `--packing` (1, 2, 4, 8) processes train the same job at once on the device (after a
+  warm-up epoch each, started together at a barrier); the aggregate training images/s at each N is
+  printed and stored beside the single-job numbers (what `--jobs-per-gpu N` gains; with CUDA MPS when
+  its daemon runs).
+- `overhead`: the harness's training step against a bare PyTorch loop over pre-made tensors (NCHW and
+  channels-last), and masked against dense (medians of `--repeats` x `--steps` steps; issue 2's targets
+  harness/bare <= 1.05, masked/dense <= 1.03).
+Synthetic pixels are fine: the cost of a step does not depend on them.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import datetime
+import multiprocessing
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -27,17 +42,32 @@ from torch.nn import functional as F
 
 from bench.cli import guarded, resolve_device
 from bench.data import DeviceData, ImageData
+from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores
 from bench.models import ModelInput, build_model
-from bench.train import EpochLog, Trainer, TrainSettings
+from bench.throughput import perf_path, read_throughputs, store_throughput, throughput_key
+from bench.train import (
+    MODEL_MEMORY_FORMAT,
+    PRECISIONS,
+    EpochLog,
+    Trainer,
+    TrainSettings,
+    evaluate,
+    optimizer_options,
+)
+
+MEASURES = ("epoch", "packing", "overhead")
+OLD_EVAL_BATCH_SIZE = 1000
+EPOCH_TARGET = 0.75
 
 
-def synthetic_cifar(count: int, seed: int = 0) -> ImageData:
+def synthetic_cifar(train_count: int, test_count: int = 100, seed: int = 0) -> ImageData:
     """CIFAR-shaped uint8 data (random pixels): the cost of a step does not depend on the pixels."""
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (count, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (count,), generator=generator)
-    return ImageData(images, labels, images[:100], labels[:100], 10, (0.5,) * 3, (0.25,) * 3, augment=True)
+    images = torch.randint(0, 256, (train_count + test_count, 3, 32, 32), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (train_count + test_count,), generator=generator)
+    return ImageData(images[:train_count], labels[:train_count], images[train_count:], labels[train_count:], 10,
+                     (0.5,) * 3, (0.25,) * 3, augment=True)
 
 
 def _sync(device: torch.device) -> None:
@@ -47,22 +77,206 @@ def _sync(device: torch.device) -> None:
 
 def main_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--measure", help=f"comma list of {', '.join(MEASURES)} (default: epoch, and packing on CUDA)")
     parser.add_argument("--arch", default="resnet20")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=20, help="training steps per timed epoch")
-    parser.add_argument("--repeats", type=int, default=7, help="timed epochs per variant (median)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--epoch-images", type=int, default=0,
-                        help="also time one full harness epoch over this many images (e.g. 50000 for CIFAR-10)")
+    parser.add_argument("--precision", default="fp32", help=f"training precision: {', '.join(PRECISIONS)}")
+    parser.add_argument("--train-images", type=int, default=5000, help="training-set size of the timed job")
+    parser.add_argument("--test-images", type=int, default=10000, help="test-set size of the timed job")
+    parser.add_argument("--job-epochs", type=int, default=10, help="epochs of the timed job, per setting")
+    parser.add_argument("--packing", default="1,2,4,8", help="jobs per device of the packing measurement")
+    parser.add_argument("--packing-epochs", type=int, default=2, help="timed training epochs per packed job")
+    parser.add_argument("--perf-file", help="throughput file (default: perf.json in the cache folder)")
+    parser.add_argument("--steps", type=int, default=20, help="overhead: training steps per timed epoch")
+    parser.add_argument("--repeats", type=int, default=7, help="overhead: timed epochs per variant (median)")
     return parser
 
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
     args = main_parser().parse_args(argv)
-    torch.set_num_threads(args.threads)
     device = torch.device(resolve_device(args.device))
+    measures = _measures(args.measure, device)
+    TrainSettings(precision=args.precision)  # one-line error for an unknown precision, before any work
+    packing = _packing(args.packing) if "packing" in measures else []
+    torch.set_num_threads(args.threads)
+    from methods.base import device_name
+
+    name = device_name(device)
+    print(f"device {device} ({name}), {args.threads} threads, {args.arch}, batch {args.batch_size}, "
+          f"{args.precision}, torch {torch.__version__}")
+    measurement: dict = {}
+    if "epoch" in measures:
+        measurement |= measure_epoch(args, device)
+    if "packing" in measures:
+        measurement |= {"packed_images_per_s": measure_packing(args, device, packing)}
+    if "overhead" in measures:
+        measure_overhead(args, device)
+    if measurement:
+        path = perf_path(args.perf_file)
+        key = throughput_key(args.arch, args.precision)
+        earlier = read_throughputs(path).get(name, {}).get(key, {})
+        measurement |= {"measured": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                        "torch": torch.__version__, "threads": args.threads, "batch_size": args.batch_size}
+        store_throughput(path, name, args.arch, args.precision, earlier | measurement)
+        print(f"stored in {path} under {name!r}, {key}")
+    return 0
+
+
+def _measures(text: str | None, device: torch.device) -> list[str]:
+    if text is None:
+        return ["epoch", "packing"] if device.type == "cuda" else ["epoch"]
+    chosen = [item.strip() for item in text.split(",") if item.strip()]
+    unknown = sorted(set(chosen) - set(MEASURES))
+    if unknown or not chosen:
+        raise BenchError(f"--measure {text!r}; accepted: a comma list of {', '.join(MEASURES)}")
+    return chosen
+
+
+def _packing(text: str) -> list[int]:
+    try:
+        counts = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise BenchError(f"--packing {text!r}; accepted: a comma list of integers >= 1, e.g. 1,2,4,8")
+    return sorted(set(counts) | {1})
+
+
+# --- epoch: old settings beside new -----------------------------------------------------------------
+
+
+def _job_data(args: argparse.Namespace, device: torch.device, old: bool) -> DeviceData:
+    data = DeviceData(synthetic_cifar(args.train_images, args.test_images), device,
+                      eval_batch_size=OLD_EVAL_BATCH_SIZE if old else None)
+    if old:
+        data.test_images = data.test_images.contiguous()  # NCHW, as before the test batches followed training
+    return data
+
+
+@dataclass
+class TimedPhase:
+    seconds: float
+    trainer: Trainer
+    model: torch.nn.Module
+
+
+def _timed_phase(args: argparse.Namespace, data: DeviceData, settings: TrainSettings, interval_s: float | None,
+                 folder: Path) -> TimedPhase:
+    """Wall seconds of one training phase of a fresh model (checkpoints and epochs.csv in `folder`)."""
+    options = {} if interval_s is None else {"checkpoint_interval_s": interval_s}
+    trainer = Trainer(data, 0, folder / "ckpt", EpochLog(folder / "epochs.csv"), progress=False, **options)
+    model = build_model(args.arch, ModelInput(3, 10, 32), seed=0).to(data.device)
+    _sync(data.device)
+    started = time.perf_counter()
+    trainer.train(model, "train", settings)
+    _sync(data.device)
+    return TimedPhase(time.perf_counter() - started, trainer, model)
+
+
+def _training_epoch_seconds(log: Path) -> float | None:
+    """Median seconds of the epochs without a test pass (from the cumulative `seconds` of epochs.csv)."""
+    rows = list(csv.DictReader(log.open()))
+    durations, previous = [], 0.0
+    for row in rows:
+        seconds = float(row["seconds"])
+        if not row["test_accuracy"]:
+            durations.append(seconds - previous)
+        previous = seconds
+    return statistics.median(durations) if durations else None
+
+
+def measure_epoch(args: argparse.Namespace, device: torch.device) -> dict:
+    """Per-epoch wall time of the job under the old and the new settings, and the new throughput."""
+    if args.job_epochs < 1:
+        raise BenchError(f"--job-epochs {args.job_epochs}; accepted: an integer >= 1")
+    scratch = Path(tempfile.mkdtemp(prefix="prunebench-perf-"))
+    new_data, old_data = _job_data(args, device, old=False), _job_data(args, device, old=True)
+    recipe = TrainSettings(epochs=args.job_epochs, batch_size=args.batch_size, precision=args.precision)
+    old_recipe = replace(recipe, eval_every=1)
+    for name, data in (("old", old_data), ("new", new_data)):  # first-call costs (kernel choice, caches)
+        _timed_phase(args, data, replace(recipe, epochs=1), None, scratch / f"warm-up-{name}")
+    old = _timed_phase(args, old_data, old_recipe, 0.0, scratch / "old")
+    new = _timed_phase(args, new_data, recipe, None, scratch / "new")
+    old_epoch, new_epoch = old.seconds / args.job_epochs, new.seconds / args.job_epochs
+    print(f"one job: {args.train_images} training images, {args.test_images} test images, {args.job_epochs} epochs")
+    print(f"  old settings (a test pass and a checkpoint every epoch, NCHW test batches of {OLD_EVAL_BATCH_SIZE}): "
+          f"{old_epoch:.2f} s/epoch")
+    print(f"  new defaults (a test pass every {recipe.eval_every} epochs and the last, test batches in the "
+          f"training's format, checkpoints by wall clock): {new_epoch:.2f} s/epoch")
+    print(f"  new/old = {new_epoch / old_epoch:.3f}  (target <= {EPOCH_TARGET}: at least 25% less per epoch)")
+
+    train_seconds = _training_epoch_seconds(new.trainer.epoch_log.path)
+    if train_seconds is None:  # every epoch evaluated: time one training epoch by itself
+        optimizer = torch.optim.SGD(new.model.parameters(), lr=0.01, momentum=0.9, **optimizer_options(device))
+        started = time.perf_counter()
+        new.trainer.train_epoch(new.model, optimizer, 0, args.batch_size, [], [], args.precision)
+        _sync(device)
+        train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    evaluate(new.model, new_data, args.precision)
+    _sync(device)
+    eval_seconds = time.perf_counter() - started
+    rates = {"train_images_per_s": args.train_images / train_seconds,
+             "eval_images_per_s": args.test_images / eval_seconds}
+    print(f"  one job at the new settings: {rates['train_images_per_s']:,.0f} training images/s, "
+          f"{rates['eval_images_per_s']:,.0f} test images/s")
+    return rates | {"epoch_s_old": old_epoch, "epoch_s_new": new_epoch, "job_epochs": args.job_epochs,
+                    "train_images": args.train_images, "test_images": args.test_images}
+
+
+# --- packing: N jobs on one device ------------------------------------------------------------------
+
+
+def _packed_job(args: argparse.Namespace, device: str, threads: int, barrier, results) -> None:
+    """One of N processes: warm up one epoch, wait for the others, time `packing_epochs` training epochs."""
+    torch.set_num_threads(threads)
+    data = DeviceData(synthetic_cifar(args.train_images, 100), device)
+    folder = Path(tempfile.mkdtemp(prefix="prunebench-pack-"))
+    trainer = Trainer(data, 0, folder, EpochLog(folder / "epochs.csv"), progress=False)
+    model = build_model(args.arch, ModelInput(3, 10, 32), seed=0).to(data.device)
+    model.to(memory_format=MODEL_MEMORY_FORMAT.get(data.device.type, torch.preserve_format))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **optimizer_options(data.device))
+    trainer.train_epoch(model, optimizer, 0, args.batch_size, [], [], args.precision)
+    _sync(data.device)
+    barrier.wait()
+    started = time.perf_counter()
+    for epoch in range(args.packing_epochs):
+        trainer.train_epoch(model, optimizer, epoch, args.batch_size, [], [], args.precision)
+    _sync(data.device)
+    results.put(time.perf_counter() - started)
+
+
+def measure_packing(args: argparse.Namespace, device: torch.device, counts: list[int]) -> dict[str, float]:
+    """Aggregate training images/s with N processes training at once on `device`, for each N in `counts`."""
+    context = multiprocessing.get_context("spawn")
+    aggregate: dict[str, float] = {}
+    print(f"packing: {args.packing_epochs} training epochs of {args.train_images} images per job")
+    for count in counts:
+        barrier, results = context.Barrier(count), context.Queue()
+        threads = max(1, args.threads // count) if device.type == "cpu" else args.threads
+        processes = [context.Process(target=_packed_job, args=(args, str(device), threads, barrier, results))
+                     for _ in range(count)]
+        for process in processes:
+            process.start()
+        walls = [results.get() for _ in processes]
+        for process in processes:
+            process.join()
+        if any(process.exitcode != 0 for process in processes):
+            raise BenchError(f"a packed job exited with {[process.exitcode for process in processes]}")
+        aggregate[str(count)] = count * args.packing_epochs * args.train_images / max(walls)
+        print(f"  {count} job(s) per device: {aggregate[str(count)]:,.0f} training images/s in all "
+              f"({aggregate[str(count)] / aggregate['1']:.2f}x one job)")
+    return aggregate
+
+
+# --- overhead: harness vs bare PyTorch, masked vs dense ----------------------------------------------
+
+
+def measure_overhead(args: argparse.Namespace, device: torch.device) -> None:
+    """The harness's step against a bare loop over pre-made tensors, and masked against dense (issue 2)."""
     data = DeviceData(synthetic_cifar(args.steps * args.batch_size), device)
     model = build_model(args.arch, ModelInput(3, 10, 32), seed=0).to(device).train()
     settings = TrainSettings()
@@ -75,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
                for start in range(0, data.train_size, args.batch_size)]
     masks = global_mask(magnitude_scores(model), 0.5)
     masked_weights, mask_list = trainer.mask_lists(model, masks)
-
     premade_channels_last = [(images.contiguous(memory_format=torch.channels_last), labels)
                              for images, labels in premade]
 
@@ -87,30 +300,22 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.step()
         _sync(device)
 
-    def bare() -> None:
-        bare_loop(premade)
-
-    def bare_channels_last() -> None:
-        bare_loop(premade_channels_last)
-
-    def harness_dense() -> None:
-        trainer.train_epoch(model, optimizer, 0, args.batch_size, [], [])
-
-    def harness_masked() -> None:
-        trainer.train_epoch(model, optimizer, 0, args.batch_size, masked_weights, mask_list)
-
-    variants = {"bare": bare, "bare-cl": bare_channels_last, "harness": harness_dense, "masked": harness_masked}
+    variants = {
+        "bare": lambda: bare_loop(premade),
+        "bare-cl": lambda: bare_loop(premade_channels_last),
+        "harness": lambda: trainer.train_epoch(model, optimizer, 0, args.batch_size, [], []),
+        "masked": lambda: trainer.train_epoch(model, optimizer, 0, args.batch_size, masked_weights, mask_list),
+    }
     for run in variants.values():  # warm-up
         run()
     seconds: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.repeats):
+    for _ in range(args.repeats):  # the variants alternate, so drift in the machine's speed hits all alike
         for name, run in variants.items():
             started = time.perf_counter()
             run()
             seconds[name].append((time.perf_counter() - started) / args.steps)
     median = {name: statistics.median(values) for name, values in seconds.items()}
-    print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}), "
-          f"{args.threads} threads, {args.arch}, batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats")
+    print(f"overhead: {args.steps} steps x {args.repeats} repeats")
     for name, value in median.items():
         print(f"  {name:8s} {1000 * value:8.1f} ms/step (median; spread {1000 * min(seconds[name]):.1f}-"
               f"{1000 * max(seconds[name]):.1f})")
@@ -118,14 +323,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  harness/bare-cl = {median['harness'] / median['bare-cl']:.3f}  (the same loop fed channels-last "
           "tensors, the memory layout the batched crop produces)")
     print(f"  masked/dense  = {median['masked'] / median['harness']:.3f}  (target <= 1.03)")
-    if args.epoch_images:
-        full = DeviceData(synthetic_cifar(args.epoch_images), device)
-        epoch_trainer = Trainer(full, 0, scratch, EpochLog(scratch / "epochs.csv"), progress=False)
-        started = time.perf_counter()
-        epoch_trainer.train_epoch(model, optimizer, 0, args.batch_size, [], [])
-        _sync(device)
-        print(f"  one training epoch over {args.epoch_images} images: {time.perf_counter() - started:.1f} s")
-    return 0
 
 
 if __name__ == "__main__":

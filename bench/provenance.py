@@ -21,15 +21,21 @@ SLURM_VARIABLES = ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", 
                    "SLURM_JOB_PARTITION", "SLURM_NODELIST")
 
 
-def git_state() -> dict[str, Any]:
+OUTPUT_FOLDERS = ("reports", "results")
+"""Tracked folders the harness writes into (`bench.report` into reports/default/): changes there are
+outputs, not code, so they never mark a later run's code as dirty."""
+
+
+def git_state(root: Path = REPO_ROOT) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10,
                                   check=True).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return None
 
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                 *(f":(exclude){folder}" for folder in OUTPUT_FOLDERS))
     return {"sha": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 

@@ -1,10 +1,14 @@
 """`python -m bench.report`: the paper's tables and figures, regenerated from the job directories.
 
-Reads only `<results>/jobs/*` (the jobs of `--grid` when given, so jobs the grid lists but that have
-no results are shown as missing), builds one tidy table (one row per job and round), and writes to
-`--out` (default `reports/<grid>/`):
+Reads only `<results>/plan.json` and `<results>/jobs/*`. By default it reports the plan that
+`bench.run` recorded in the results folder (every job it planned, so jobs without results are shown
+as missing); `--grid NAME` reports a grid's jobs instead, `--all-jobs` every job folder. Job folders
+outside the reported jobs are listed, never dropped. It builds one tidy table (one row per job and
+round) and writes to `--out` (default `<results>/report/`, with `--grid` `reports/<grid>/`):
   tables/<dataset>-<arch>-{found,best,paper}.{md,tex,csv}   our value beside the paper's, mean ± std (n)
-  figures/*.png|pdf                                    accuracy vs sparsity, cost, spectrum, sensitivity
+  figures/*.png|pdf                                    accuracy vs density (all methods) and vs sparsity
+                                                       (per method), per-layer density, training curves,
+                                                       cost, spectrum, sensitivity, Lipschitz
   records.csv                                          the tidy table itself
   README.md                                            what ran, where, code version, missing/failed jobs
 """
@@ -26,6 +30,8 @@ from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
 from bench.paper import paper_table_number
+from bench.plans import describe_runs, plan_path, recorded_specs
+from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
 
 FORMATS = ("md", "tex", "csv")
@@ -36,9 +42,11 @@ KIND_TITLES = {"found": "Accuracy with found sparsity", "best": "Sparsity with h
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     parser.add_argument("--results", default="results", help="results folder (default: results/)")
-    parser.add_argument("--grid", default="default", help="grid whose jobs to report (default: default)")
+    parser.add_argument("--grid", help="report this grid's jobs (name or .toml path) instead of the plan that "
+                                       "bench.run recorded in the results folder (plan.json)")
     parser.add_argument("--all-jobs", action="store_true", help="report every job on disk, not one grid's")
-    parser.add_argument("--out", help="output folder (default: reports/<grid>)")
+    parser.add_argument("--out", help="output folder (default: <results>/report for the recorded plan, "
+                                      "reports/<grid> with --grid, reports/all with --all-jobs)")
     parser.add_argument("--format", default="md,tex,csv", help="table formats, comma-separated: md, tex, csv")
     return parser
 
@@ -68,8 +76,42 @@ def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
     return "\n".join(lines) or "none"
 
 
+def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
+    """One CSV file of every done job (`layers.csv`, `epochs.csv`), stacked, with a job_id column."""
+    frames = []
+    for _, job in jobs[jobs.state == "done"].iterrows():
+        path = Path(job.folder) / name
+        if path.exists() and path.stat().st_size:
+            frames.append(pd.read_csv(path).assign(job_id=job.job_id))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def per_job_figures(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """The figures read from the jobs' own files: per-layer density and training curves."""
+    records = collection.records
+    return figures.layer_density(records, job_csv(collection.jobs, "layers.csv"), dataset, arch, folder) + \
+        figures.training_curves(records, job_csv(collection.jobs, "epochs.csv"), dataset, arch, folder)
+
+
+def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
+    """The job folders under `results` that the reported jobs do not include (listed, never dropped)."""
+    named = set(collection.jobs.job_id)
+    if all(path.name in named for path in (Path(results) / JOBS_FOLDER).glob("*/")):
+        return collection.jobs.iloc[0:0]
+    on_disk = collect(results).jobs
+    return on_disk[~on_disk.job_id.isin(named)]
+
+
+def outside_section(outside: pd.DataFrame) -> str:
+    if outside.empty:
+        return ""
+    return ("\n## Job folders outside the reported jobs\n\nIn the results folder but not in the plan or grid "
+            "reported here (`--all-jobs` reports them; their records are not in the tables):\n\n"
+            + _job_list(outside, with_error=False) + "\n")
+
+
 def write_report(collection: Collection, out: Path, title: str, description: str,
-                 formats: tuple[str, ...]) -> Path:
+                 formats: tuple[str, ...], outside: pd.DataFrame | None = None) -> Path:
     records, jobs = collection.records, collection.jobs
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -81,9 +123,11 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             source = f"paper's Table {number}" if number else "no paper table for this dataset"
             sections.append(f"### {KIND_TITLES[kind]}: {dataset}, {arch} ({source})\n\n{markdown}\n")
         for dataset, arch in records.groupby(["dataset", "arch"]).groups:
-            for path in figures.accuracy_vs_sparsity(records, dataset, arch, out / "figures"):
+            for path in figures.accuracy_vs_density(records, dataset, arch, out / "figures") + \
+                    figures.accuracy_vs_sparsity(records, dataset, arch, out / "figures") + \
+                    per_job_figures(collection, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
-                    sections.append(f"![accuracy vs sparsity, {dataset} {arch}](figures/{path.name})\n")
+                    sections.append(f"![{path.stem.replace('-', ' ')}](figures/{path.name})\n")
             for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
@@ -127,6 +171,7 @@ job, {len(collection.missing)} missing, corrupt or unfinished
 
 {_job_list(collection.missing, with_error=True)}
 
+{outside_section(outside if outside is not None else jobs.iloc[0:0])}
 ## Tables and figures
 
 {chr(10).join(sections) or "No finished job yet."}
@@ -137,14 +182,17 @@ job, {len(collection.missing)} missing, corrupt or unfinished
 
 
 def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
-    """Rows (dataset, arch, trial, p, delta, K) from records carrying a Lipschitz sweep."""
+    """Rows (dataset, arch, trial, p, delta, K and K's diagnostics) from records carrying a Lipschitz sweep."""
     rows = []
     for _, record in records.iterrows():
         extra = record.extra if isinstance(record.extra, dict) else {}
         for estimate in extra.get("lipschitz_sweep", []):
             rows.append({"dataset": record.dataset, "arch": record.arch, "trial": record.trial,
-                         "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"]})
-    return pd.DataFrame(rows, columns=["dataset", "arch", "trial", "p", "delta", "K"]).drop_duplicates()
+                         "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"],
+                         "hessian_change": estimate.get("hessian_change"),
+                         "relu_flip_share": estimate.get("relu_flip_share")})
+    columns = ["dataset", "arch", "trial", "p", "delta", "K", "hessian_change", "relu_flip_share"]
+    return pd.DataFrame(rows, columns=columns).drop_duplicates()
 
 
 def lipschitz_tables(estimates: pd.DataFrame, folder: Path, formats: tuple[str, ...]) -> str:
@@ -174,14 +222,22 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
-    if args.all_jobs:
-        collection, title, description = collect(results), "all jobs", f"Every job under `{results}`."
-        out = Path(args.out or "reports/all")
+    specs = None if args.all_jobs or args.grid else recorded_specs(results)
+    if args.all_jobs or (args.grid is None and specs is None):
+        collection, title = collect(results), "all jobs"
+        description = f"Every job under `{results}`" + ("." if args.all_jobs else
+                                                          f" (no {plan_path(results).name}: no bench.run recorded a plan here).")
+        out = Path(args.out or ("reports/all" if args.all_jobs else results / "report"))
+    elif specs is not None:
+        collection, title = collect(results, specs), f"the plan run into `{results}`"
+        description = f"The jobs that `bench.run` planned into `{results}` ({plan_path(results).name}):\n\n" \
+            + describe_runs(results)
+        out = Path(args.out or results / "report")
     else:
         grid = load_grid(args.grid)
         collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
-    path = write_report(collection, out, title, description, formats)
+    path = write_report(collection, out, title, description, formats, outside_plan(results, collection))
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
     return 0
 

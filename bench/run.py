@@ -3,10 +3,12 @@
 A bare `python -m bench.run` runs the offline `default` grid (digits, ResNet-20, every method, a few
 epochs) inline. `--grid NAME` (or a path to a .toml file) picks another grid, `--list-grids` lists them;
 `--dataset/--arch/--methods/--trials/--epochs/--sparsity` override it and `--filter key=value` selects
-part of it. `--executor inline|local|slurm` (see `bench.executors`): inline and local run to the end
+part of it; `--set key=value` sets any setting (`--describe NAME` lists them). `--executor inline|local|slurm` (see `bench.executors`): inline and local run to the end
 and print the summary; slurm submits array jobs and returns (watch with `python -m bench.status`).
 A finished job is skipped on rerun, an interrupted one resumes from its checkpoint, and a failed one
-is retried only with `--retry-failed`.
+is retried only with `--retry-failed`. The plan run (grid, overrides, job ids) is added to
+`<results>/plan.json`, which `bench.report --results DIR` reports by default. One line is printed per
+finished job (accuracy, time, jobs left, ETA); off a terminal, a line every `--log-every` epochs.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ from tabulate import tabulate
 
 from bench import preflight
 from bench.cli import guarded, resolve_device
+from bench.cost import format_cost, grid_cost
 from bench.data import DataSettings
+from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
-from bench.executors import EXECUTORS, SlurmSettings, run_inline, run_local, submit_slurm
+from bench.executors import EXECUTORS, SlurmSettings, check_packing, run_inline, run_local, submit_slurm
 from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
+from bench.plans import record_plan
+from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
 from bench.spec import JobSpec, RunSettings
 from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
+from bench.throughput import perf_path, read_throughputs
 from bench.tracking import NEW, job_states
 
 
@@ -51,13 +58,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="uint8 tensor cache folder (default ~/.cache/prunebench)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--retry-failed", action="store_true", help="rerun jobs recorded as failed")
-    parser.add_argument("--dry-run", action="store_true", help="list the jobs and which are done; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the jobs and which are done, then what the grid costs; run nothing")
+    parser.add_argument("--perf-file", help="throughput measured by python -m bench.perf, for --dry-run's "
+                        "device-hours (default: perf.json in the cache folder)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", dest="settings",
+                        help="set a setting of every job: train.<field>, hparams.<setting> (every method having it) "
+                             "or hparams.<method>.<setting>; repeatable; see --describe")
+    parser.add_argument("--describe", metavar="NAME",
+                        help="print the settings of a method, of 'train' or of a dataset (defaults, help) and exit")
+    parser.add_argument("--log-every", type=int, default=RunSettings.log_every, metavar="N",
+                        help=f"when stderr is not a terminal (SLURM logs): a line every N epochs (default "
+                             f"{RunSettings.log_every}; 0: none)")
+    parser.add_argument("--log", action="append", default=[], choices=LOGGERS,
+                        help="also log every job's epochs to: tensorboard (<job>/tensorboard/; the extra "
+                             "prunebench[tensorboard])")
     parser.add_argument("--filter", action="append", metavar="KEY=VALUE",
                         help="select jobs: method, dataset, arch, trial, sparsity, train.<field>, hparams.<setting>; "
                              "comma-separated values are alternatives; repeat to combine (jobs they wait for are kept)")
     parser.add_argument("--executor", default="inline", choices=EXECUTORS,
                         help="inline: this process; local: a pool of worker processes; slurm: submit and return")
     parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
+    parser.add_argument("--jobs-per-gpu", type=int, default=1,
+                        help="jobs sharing one GPU at once (local: workers per GPU; slurm: jobs per array task)")
     slurm = parser.add_argument_group("slurm executor")
     defaults = SlurmSettings()
     slurm.add_argument("--partition", help="SLURM partition (default: the cluster's default)")
@@ -76,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--max-num-timeout", type=int, default=defaults.max_num_timeout,
                        help=f"requeues after a timeout before a job fails (default {defaults.max_num_timeout})")
     slurm.add_argument("--max-array-size", type=int, help="largest array submitted (default: the cluster's MaxArraySize)")
+    slurm.add_argument("--cuda-mps", action="store_true",
+                       help="start the CUDA MPS daemon inside each allocation (with --jobs-per-gpu > 1)")
     return parser
 
 
@@ -86,29 +111,42 @@ def main(argv: list[str] | None = None) -> int:
         for name in grid_names():
             print(f"{name:12s} {load_grid(name).description}")
         return 0
+    if args.describe:
+        print(describe(args.describe))
+        return 0
     device = _device(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
                     sparsities=parse_sparsities(args.sparsity) if args.sparsity else None,
                     ablations=_list(args.ablation), image_size=args.image_size)
+    grid = apply_assignments(grid, parse_assignments(args.settings, grid_methods(grid)))
     preflight.check_grid(grid)
     planned = grid.plan(parse_filters(args.filter))
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
     results = Path(args.results)
+    data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
+    check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
     if args.dry_run:
-        return _dry_run(planned, results)
+        listed = _dry_run(planned, results)
+        path = perf_path(args.perf_file, data)
+        print(format_cost(grid_cost(planned, results, data), read_throughputs(path), path))
+        return listed
     if args.workers is not None and args.workers < 1:
         raise BenchError(f"--workers {args.workers}; accepted: an integer >= 1")
-    run = RunSettings(device=device,
-                      data=DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir))
+    if args.log_every < 0:
+        raise BenchError(f"--log-every {args.log_every}; accepted: an integer >= 0 (0: no epoch lines)")
+    check_loggers(tuple(args.log))
+    run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
     preflight.check_run(planned, results, run, args.executor)
+    record_plan(results, args.grid, plan_overrides(args), planned)
     if args.executor == "slurm":
         settings = SlurmSettings(
             partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
             mem_gb=args.mem_gb, time_min=args.time_min, array_parallelism=args.array_parallelism,
             setup=tuple(args.slurm_setup), constraint=args.constraint, max_num_timeout=args.max_num_timeout,
-            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}")
+            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}", jobs_per_gpu=args.jobs_per_gpu,
+            cuda_mps=args.cuda_mps)
         outcome = submit_slurm(planned, results, run, settings, retry_failed=args.retry_failed)
         for job_id, why in outcome.blocked.items():
             print(f"not submitted: {job_id}: {why}")
@@ -116,11 +154,23 @@ def main(argv: list[str] | None = None) -> int:
               f"watch: python -m bench.status --results {results}")
         return 1 if outcome.blocked else 0
     if args.executor == "local":
-        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed)
+        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed,
+                            jobs_per_gpu=args.jobs_per_gpu)
     else:
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))
     return 1 if outcome.failed else 0
+
+
+PLAN_FLAGS = ("dataset", "arch", "methods", "trials", "epochs", "sparsity", "image_size", "ablation", "settings",
+              "filter")
+
+
+def plan_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The command-line changes to the grid, by flag, as `<results>/plan.json` records them."""
+    flags = {"settings": "--set"}
+    return {flags.get(name, f"--{name.replace('_', '-')}"): getattr(args, name) for name in PLAN_FLAGS
+            if getattr(args, name, None) is not None}
 
 
 def _device(args: argparse.Namespace) -> str:

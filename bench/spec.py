@@ -116,12 +116,15 @@ class RunSettings:
     device: str = "cpu"
     data: DataSettings = field(default_factory=DataSettings)
     progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    log_every: int = 10  # off a terminal: a log line every this many epochs (0: none)
+    log: tuple[str, ...] = ()  # extra epoch loggers (bench.epoch_logs.LOGGERS), e.g. ("tensorboard",)
     checkpoint_interval_s: float = 300.0  # wall seconds between epoch checkpoints (and at phase end, on requeue)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"log": list(self.log)}
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> RunSettings:
         return cls(device=value["device"], data=DataSettings(**value["data"]), progress=value.get("progress"),
+                   log_every=value.get("log_every", cls.log_every), log=tuple(value.get("log", ())),
                    checkpoint_interval_s=value.get("checkpoint_interval_s", cls.checkpoint_interval_s))

@@ -68,8 +68,13 @@ class StageSpec:
         text = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
+    @property
+    def label(self) -> str:
+        """`<name>-<hash>`: the stage's folder name, unique per stage (the cost estimate counts by it)."""
+        return f"{self.name}-{self.digest()}"
+
     def folder(self, results: Path) -> Path:
-        return Path(results) / STAGES_FOLDER / f"{self.name}-{self.digest()}"
+        return Path(results) / STAGES_FOLDER / self.label
 
 
 def recipe_key(spec: JobSpec, recipe: TrainSettings) -> dict[str, Any]:

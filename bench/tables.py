@@ -42,7 +42,7 @@ def method_order(methods) -> list[str]:
 
 def found_sparsity_by_trial(records: pd.DataFrame) -> dict[int, float]:
     """IMC's s* per trial: the achieved sparsity of its records (all variants share one analysis)."""
-    imc = records[records.method.isin(IMC_METHODS)]
+    imc = records[records.method.isin(IMC_METHODS) & (records.level == "none")]  # not the paper-level jobs
     return imc.groupby("trial").achieved_sparsity.mean().to_dict()
 
 
@@ -129,7 +129,8 @@ def with_paper(summary: pd.DataFrame, kind: str, dataset: str, arch: str) -> pd.
     return summary
 
 
-def _number(value: float, decimals: int) -> str:
+def number(value: float, decimals: int) -> str:
+    """`value` with `decimals` decimals, or in scientific notation where that would show 0 (2e-05, not 0.00)."""
     if 0 < abs(value) < 0.5 * 10**-decimals:  # e.g. IMC's s* of 2e-5 is not "0.00"
         return f"{value:.1e}"
     return f"{value:,.{decimals}f}"
@@ -138,11 +139,11 @@ def _number(value: float, decimals: int) -> str:
 def _cell(mean: float, std: float, paper: float, decimals: int) -> str:
     if math.isnan(mean):
         return "—"
-    text = _number(mean, decimals)
+    text = number(mean, decimals)
     if not math.isnan(std):
-        text += f" ± {_number(std, decimals)}"
+        text += f" ± {number(std, decimals)}"
     if not math.isnan(paper):
-        text += f" (paper {paper:,.{decimals}f})"
+        text += f" (paper {number(paper, decimals)})"
     return text
 
 

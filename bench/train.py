@@ -15,6 +15,12 @@ Evaluation (the test pass) runs every `eval_every` epochs and always after the l
 numbers are the ones reported; `epochs.csv` leaves the test columns of the other epochs empty. The test
 batches come in the training batches' memory format (channels-last, see `bench.data.batches`).
 
+On CUDA (`use_fast_kernels`, `optimizer_options`, `MODEL_MEMORY_FORMAT`): the model and the gradient
+masks are channels-last (the batches already are), SGD is the fused kernel, and `cudnn.benchmark` picks
+the convolution algorithms; the CPU path is unchanged. `precision = "bf16"` (opt-in, part of the job's
+identity) runs the forward passes of training and evaluation under `torch.autocast` with bfloat16; the
+weights, gradients and optimizer stay float32.
+
 Masks: pruned weights are zeroed once when a phase starts (or its masks change), and after every
 backward pass their gradients are multiplied by the mask (one fused `_foreach_mul_`). SGD's momentum
 buffer and weight decay then see zero for those entries, so the weights stay *exactly* zero.
@@ -25,12 +31,13 @@ trial sees the same batches at the same epoch (paired comparisons).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +50,12 @@ from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
 from bench.seeds import derive_seed
+
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
+"""Training precision -> the autocast dtype of the forward passes (None: plain float32)."""
+MODEL_MEMORY_FORMAT = {"cuda": torch.channels_last}
+"""Memory format of a trained model by device type (others: as built). The batches are channels-last on
+every device; on the CPU the model stays as built, whose numbers the tests pin."""
 
 
 @dataclass(frozen=True)
@@ -60,16 +73,26 @@ class TrainSettings:
     lr_gamma: float = field(default=0.1, metadata={"help": "lr factor at each drop"})
     eval_every: int = field(
         default=10, metadata={"help": "test-set evaluation every N epochs (the last epoch is always evaluated)"})
+    precision: str = field(
+        default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast)"})
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.eval_every < 1:
             raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0, "
                              "eval_every >= 1")
+        if self.precision not in PRECISIONS:
+            raise BenchError(f"training precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
 
     def evaluates_after(self, epoch: int) -> bool:
         """Whether (0-based) `epoch` ends with a test pass: every `eval_every`-th epoch and the last one."""
         return (epoch + 1) % self.eval_every == 0 or epoch + 1 == self.epochs
+
+    def evaluations(self, start_epoch: int = 0) -> int:
+        """Test passes of a phase over epochs [start_epoch, epochs): a phase with no epoch left evaluates once."""
+        if start_epoch >= self.epochs:
+            return 1
+        return sum(self.evaluates_after(epoch) for epoch in range(start_epoch, self.epochs))
 
     def milestones(self) -> list[int]:
         return [round(fraction * self.epochs) for fraction in self.lr_drops]
@@ -91,15 +114,16 @@ DEFAULT_CHECKPOINT_INTERVAL_S = 300.0
 
 class EpochLog:
     """`epochs.csv`: one row per trained epoch, flushed as it is written (test columns empty on epochs
-    without evaluation).
+    without evaluation), then handed to each listener (`bench.epoch_logs`: log lines, TensorBoard).
 
     When a phase starts, the file is rewritten atomically without that phase's rows past its
     checkpoint, so every epoch appears exactly once; a torn last row (a crash during the append) is
     dropped then, never fatal.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, listeners: Sequence[Callable[[dict], None]] = ()):
         self.path = path
+        self.listeners = tuple(listeners)
 
     def rows(self) -> list[dict]:
         """The complete rows of the file (a torn or foreign row is skipped)."""
@@ -128,6 +152,8 @@ class EpochLog:
                 writer.writeheader()
             writer.writerow(row)
             handle.flush()
+        for listener in self.listeners:
+            listener(row)
 
 
 def _complete_row(row: dict) -> bool:
@@ -148,8 +174,25 @@ class Evaluation:
     top5: float | None
 
 
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The forward passes' precision context: `torch.autocast` for bf16, nothing for fp32."""
+    dtype = PRECISIONS[precision]
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def optimizer_options(device: torch.device) -> dict:
+    """Extra SGD arguments by device: the fused kernel on CUDA (one launch for every parameter)."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
+def use_fast_kernels(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms for the (fixed) batch shapes and keep the fastest."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, data: DeviceData) -> Evaluation:
+def evaluate(model: nn.Module, data: DeviceData, precision: str = "fp32") -> Evaluation:
     """Test loss, top-1 and (for more than 10 classes) top-5 accuracy, BN in eval mode."""
     was_training = model.training
     model.eval()
@@ -158,7 +201,8 @@ def evaluate(model: nn.Module, data: DeviceData) -> Evaluation:
     top5 = torch.zeros((), device=data.device)
     with_top5 = data.data.num_classes > 10
     for images, labels in data.test_batches():
-        logits = model(images)
+        with autocast(data.device, precision):
+            logits = model(images)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         top1 += (logits.argmax(1) == labels).sum()
         if with_top5:
@@ -248,6 +292,7 @@ class Trainer:
         self.epoch_log = epoch_log
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.checkpoint_interval_s = checkpoint_interval_s
+        use_fast_kernels(data.device)
 
     def sibling(self, ckpt_dir: Path, epoch_log: EpochLog) -> Trainer:
         """A trainer with this one's data, trial and run options, writing to another folder (a stage)."""
@@ -273,8 +318,12 @@ class Trainer:
         """Train `model` in place over epochs [start_epoch, stop_epoch) of `settings`' schedule (default: to
         its end); the last epoch trained is always evaluated."""
         stop = settings.epochs if stop_epoch is None else stop_epoch
+        memory_format = MODEL_MEMORY_FORMAT.get(self.data.device.type)
+        if memory_format is not None:
+            model.to(memory_format=memory_format)  # in place: the parameters stay the same objects
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
+            model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
+            **optimizer_options(self.data.device),
         )
         first_epoch, seconds = start_epoch, 0.0
         state = self.load_checkpoint(phase)
@@ -288,7 +337,7 @@ class Trainer:
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
         model.train()
-        evaluation = evaluate(model, self.data) if first_epoch >= stop else None
+        evaluation = evaluate(model, self.data, settings.precision) if first_epoch >= stop else None
         epochs_iter = range(first_epoch, stop)
         if self.progress:
             from tqdm import tqdm
@@ -313,7 +362,8 @@ class Trainer:
             lr = settings.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list)
+            loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list,
+                                                 settings.precision)
             train_loss = loss_sum / self.data.train_size
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in phase {phase!r}, epoch {epoch} (lr {lr})")
@@ -326,7 +376,7 @@ class Trainer:
                     sparsity = sparsity_report(model, masks).sparsity
             tested = settings.evaluates_after(epoch) or epoch + 1 == stop
             if tested:
-                evaluation = evaluate(model, self.data)
+                evaluation = evaluate(model, self.data, settings.precision)
             seconds += time.perf_counter() - started
             self.epoch_log.append({
                 "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
@@ -348,7 +398,8 @@ class Trainer:
         return PhaseResult(masks, evaluation, epochs, seconds)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
-                    masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor]) -> tuple[float, int]:
+                    masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor], precision: str = "fp32"
+                    ) -> tuple[float, int]:
         """One pass over the training set (the hot loop); returns (summed loss, correct predictions).
 
         Loss and accuracy accumulate on the device and are read once at the end, so the loop never
@@ -357,8 +408,9 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.data.device)
         correct = torch.zeros((), device=self.data.device, dtype=torch.long)
         for images, labels in self.data.train_batches(derive_seed(self.trial, "data", epoch), batch_size):
-            logits = model(images)
-            loss = F.cross_entropy(logits, labels)
+            with autocast(self.data.device, precision):
+                logits = model(images)
+                loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if masked_weights:
@@ -369,12 +421,14 @@ class Trainer:
         return loss_sum.item(), int(correct.item())
 
     def mask_lists(self, model: nn.Module, masks: Masks | None) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
-        """Zero the pruned weights; return (masked weights, their masks) for the gradient multiply."""
+        """Zero the pruned weights; return (masked weights, their masks in the weights' memory format) for the
+        gradient multiply."""
         if masks is None:
             return [], []
         weights = prunable_parameters(model)
         apply_masks(model, masks)
-        return [weights[name] for name in masks], list(masks.values())
+        masked = [weights[name] for name in masks]
+        return masked, [torch.empty_like(weight).copy_(mask) for weight, mask in zip(masked, masks.values(), strict=True)]
 
     @staticmethod
     def _zero_momentum(optimizer: torch.optim.Optimizer, weights: dict[str, nn.Parameter], masks: Masks) -> None:

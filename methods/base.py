@@ -88,6 +88,26 @@ def _convert(value: Any, hint: Any, what: str) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class PlannedPhase:
+    """Work a job will do, as `--dry-run`'s cost counts it: epochs trained and test passes. Phases with the
+    same `stage` (work several jobs share, computed once) count once in a grid."""
+
+    epochs: int
+    evaluations: int
+    stage: str | None = None
+
+    @classmethod
+    def training(cls, settings: TrainSettings, start_epoch: int = 0, stage: str | None = None) -> PlannedPhase:
+        """A phase of the shared loop over epochs [start_epoch, settings.epochs) of `settings`."""
+        return cls(max(0, settings.epochs - start_epoch), settings.evaluations(start_epoch), stage)
+
+
+def planned_trajectory(spec: JobSpec, recipe: TrainSettings) -> PlannedPhase:
+    """The dense trajectory (`bench.trajectory`) as the cost counts it: once per stage."""
+    return PlannedPhase.training(recipe, stage=trajectory_stage(spec, recipe).label)
+
+
 class Method(ABC):
     """A pruning method: its settings, what kind of sparsity it takes, and how it runs a job."""
 
@@ -128,6 +148,13 @@ class Method(ABC):
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         """Run the job; return one record per round, each made by `context.record`."""
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase] | None:
+        """What `run` will train and evaluate for `spec` at `sparsity` (None: the job asks for none, or for a
+        sparsity found at run time), without running it; None if that depends on something known only then.
+        Default: one phase of the recipe."""
+        return [PlannedPhase.training(train_settings)]
 
 
 class Pruner(ABC):

@@ -8,10 +8,15 @@ code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
    recipe's schedule (the first epochs of the full run: its lr drops stay where the full run has
    them), keeping theta_R after `rewind_epoch` epochs and theta_P at the end;
 2. at theta_P: the Hessian spectrum over the prunable weights by stochastic Lanczos quadrature on
-   PyHessian's Hessian-vector products, PyHessian's top eigenvalues, and the secant estimate of the
-   Lipschitz constant K(p, Delta) of F(U) = -grad L(W+U) + grad L(W) + H U (`methods.spectrum`);
+   PyHessian's Hessian-vector products (runs until the count of converged top Ritz values is stable),
+   the top eigenvalues (the largest converged Ritz values; PyHessian's power iteration where they do
+   not suffice), and the secant estimate of the Lipschitz constant K(p, Delta) of
+   F(U) = -grad L(W+U) + grad L(W) + H U, in float64 where float32 rounding would blur it, with what it measures: ||H(W+U) - H(W)|| and
+   the share of ReLU units that flip sign between W and W+U (`methods.spectrum`);
 3. the gap rule: s* = the largest fraction of the spectrum above an admissible gap (gap > 4K, gap
-   resolved by SLQ, lower side >= 0, fraction <= max_sparsity); no admissible gap gives s* = 0;
+   resolved by SLQ, lower side >= 0, fraction <= max_sparsity); the fraction is k / d with k the
+   converged Ritz values above the gap (`spectrum_count = count`; `mass` where they have not
+   converged), or one of the recorded readings `mass` and `nodes`; no admissible gap gives s* = 0;
 4. the mask at s*: global magnitude of theta_P, or the coordinates with most energy in the fast
    subspace (`select = slow-manifold`);
 5. retraining, one registered method per variant: `imc-reinit` (fresh init), `imc-rewind`
@@ -26,10 +31,13 @@ runtime includes the stored seconds of the stages it used, whether it computed t
 Where the paper is silent (named settings below, defaults as the spec says): the number and size of
 Hessian batches (one fixed, unaugmented sample of `hessian_batches` x `hessian_batch_size` training
 images; with BN in eval mode the Hessian of the mean loss over the concatenated sample equals the
-average of the per-batch Hessians, so it is one PyHessian batch), SLQ runs and steps, the power
-iteration's budget (`power_iterations`, `power_tolerance`: PyHessian's own defaults), the Lipschitz
-sample count, `gap_resolution`, `max_sparsity`, `spectrum_count`, `select`, `max_eigvecs`,
-`finetune_lr_scale` and `lipschitz_override`. Seeds come from the trial (`JobContext.seed`). When a
+average of the per-batch Hessians, so it is one PyHessian batch), SLQ runs and steps and their early
+stop, where the top eigenvalues come from, the power iteration's budget (`power_iterations`,
+`power_tolerance`: PyHessian's own defaults), the Lipschitz sample count, its dtype and the power
+iterations of its Hessian-change diagnostic, `gap_resolution`, `max_sparsity`, `spectrum_count`,
+`select`, `max_eigvecs`, `finetune_lr_scale` and `lipschitz_override`. Settings that reproduce the
+analysis' Hessian-vector-product budget before these choices (8 SLQ runs, power iteration, K in float32):
+`LEGACY_ANALYSIS_HPARAMS`. Seeds come from the trial (`JobContext.seed`). When a
 job is given a requested sparsity (the report's `paper` source), IMC prunes at that sparsity with its
 own mask and still records the s* it found.
 """
@@ -47,18 +55,20 @@ from torch import nn
 from bench.atomic import torch_save
 from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
+from bench.spec import JobSpec
 from bench.stages import StageResult, StageSpec
 from bench.train import EpochLog, Evaluation, TrainSettings, evaluate
-from methods.base import JobContext, Method
+from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 from methods.spectrum import (
+    SECANT_DTYPES,
     SPECTRUM_COUNTS,
     GapRule,
     HessianOperator,
     LipschitzEstimate,
+    SecantOperators,
     Spectrum,
     choose_split,
-    lipschitz_estimate,
     prunable_hessian,
     slq,
 )
@@ -66,6 +76,10 @@ from methods.spectrum import (
 STAGE_VERSION = 1
 """Bump when a stage's computation (pretraining, spectrum, K, gap rule, mask) changes."""
 SELECTIONS = ("magnitude", "slow-manifold")
+TOP_EIGENVALUE_SOURCES = ("ritz", "power")
+ANALYSIS_VERSION = 2
+"""Part of the analysis and sweep cache keys: 2 = early-stopped SLQ with residual bounds, Ritz top
+eigenvalues, K with its diagnostics, in float64 where needed (version 1 analyses are not reused)."""
 
 
 @dataclass(frozen=True)
@@ -76,18 +90,28 @@ class IMCSettings:
     rewind_epoch: int = field(default=10, metadata={"help": "theta_R = weights after this many epochs (imc-rewind)"})
     hessian_batch_size: int = field(default=128, metadata={"help": "images per Hessian batch"})
     hessian_batches: int = field(default=1, metadata={"help": "fixed Hessian batches (pooled into one sample)"})
-    slq_runs: int = field(default=8, metadata={"help": "SLQ runs (random start vectors)"})
+    slq_runs: int = field(default=8, metadata={"help": "most SLQ runs (random start vectors)"})
+    slq_early_stop: bool = field(default=True, metadata={
+        "help": "stop SLQ once two consecutive runs have as many converged top Ritz values (false: all runs)"})
     lanczos_steps: int = field(default=100, metadata={"help": "Lanczos steps per SLQ run"})
-    top_eigenvalues: int = field(default=5, metadata={"help": "top Hessian eigenvalues from PyHessian (diagnostic)"})
+    top_eigenvalues: int = field(default=5, metadata={"help": "top Hessian eigenvalues recorded (diagnostic)"})
+    top_eigenvalues_from: str = field(default="ritz", metadata={
+        "help": "ritz (SLQ's converged Ritz values; power iteration if too few converged) or power (PyHessian)"})
     power_iterations: int = field(default=100, metadata={"help": "PyHessian power-iteration budget per eigenvalue"})
     power_tolerance: float = field(default=1e-3, metadata={"help": "PyHessian power-iteration relative tolerance"})
     lipschitz_p: float = field(default=2.0, metadata={"help": "p of the p-norm in K(p, Delta)"})
     lipschitz_delta: float = field(default=0.01, metadata={"help": "radius Delta of the perturbations U"})
     lipschitz_samples: int = field(default=16, metadata={"help": "random pairs (U_a, U_b) of the secant estimate"})
+    lipschitz_dtype: str = field(default="auto", metadata={
+        "help": "dtype of the secants: auto (the model's, float64 where its rounding would exceed 1% of a "
+                "secant), float64, or float32 (K at small Delta inflated by rounding)"})
+    hessian_change_iterations: int = field(default=5, metadata={
+        "help": "power iterations on H(W+U) - H(W) at the pair that gives K (0: not measured)"})
     lipschitz_override: float | None = field(
         default=None, metadata={"help": "use this K instead of the estimate (e.g. the paper's 6.17e-12)"})
     spectrum_count: str = field(
-        default="mass", metadata={"help": "fraction of the spectrum: mass (SLQ weights) or nodes (share of nodes)"})
+        default="count", metadata={"help": "fraction of the spectrum: count (converged Ritz values above the gap / d;"
+                                            " mass where not converged), mass (SLQ weights) or nodes (share of nodes)"})
     gap_resolution: float = field(
         default=0.01, metadata={"help": "a gap must exceed this x (mu_max - mu_min) to count as resolved"})
     max_sparsity: float = field(default=0.95, metadata={"help": "largest admissible fraction above a split"})
@@ -100,7 +124,7 @@ class IMCSettings:
         default=(0.01, 0.05, 0.1, 0.5, 1.0), metadata={"help": "Delta values of the imc-lipschitz sweep (Table 15)"})
 
     def __post_init__(self) -> None:
-        for name in ("pretrain_epochs", "rewind_epoch"):
+        for name in ("pretrain_epochs", "rewind_epoch", "hessian_change_iterations"):
             if getattr(self, name) < 0:
                 raise BenchError(f"IMC setting {name} = {getattr(self, name)}; accepted: an integer >= 0")
         for name in ("hessian_batch_size", "hessian_batches", "slq_runs", "lanczos_steps", "top_eigenvalues",
@@ -113,6 +137,12 @@ class IMCSettings:
         if self.spectrum_count not in SPECTRUM_COUNTS:
             raise BenchError(f"IMC setting spectrum_count = {self.spectrum_count!r}; accepted: "
                              f"{', '.join(SPECTRUM_COUNTS)}")
+        if self.top_eigenvalues_from not in TOP_EIGENVALUE_SOURCES:
+            raise BenchError(f"IMC setting top_eigenvalues_from = {self.top_eigenvalues_from!r}; accepted: "
+                             f"{', '.join(TOP_EIGENVALUE_SOURCES)}")
+        if self.lipschitz_dtype not in SECANT_DTYPES:
+            raise BenchError(f"IMC setting lipschitz_dtype = {self.lipschitz_dtype!r}; accepted: "
+                             f"{', '.join(SECANT_DTYPES)}")
         if self.select not in SELECTIONS:
             raise BenchError(f"IMC setting select = {self.select!r}; accepted: {', '.join(SELECTIONS)}")
         if not 0.0 < self.max_sparsity < 1.0:
@@ -128,10 +158,12 @@ class IMCSettings:
 
 PRETRAIN_KEYS = ("pretrain_epochs", "rewind_epoch")
 SAMPLE_KEYS = ("hessian_batch_size", "hessian_batches")
-ANALYSIS_KEYS = ("slq_runs", "lanczos_steps", "top_eigenvalues", "power_iterations", "power_tolerance",
-                 "lipschitz_p", "lipschitz_delta", "lipschitz_samples")
+ANALYSIS_KEYS = ("slq_runs", "slq_early_stop", "lanczos_steps", "top_eigenvalues", "top_eigenvalues_from",
+                 "power_iterations", "power_tolerance", "lipschitz_p", "lipschitz_delta", "lipschitz_samples",
+                 "lipschitz_dtype", "hessian_change_iterations")
 SELECTION_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity", "select", "max_eigvecs")
-SWEEP_KEYS = ("lipschitz_samples", "lipschitz_sweep_p", "lipschitz_sweep_delta")
+SWEEP_KEYS = ("lipschitz_samples", "lipschitz_dtype", "hessian_change_iterations", "lipschitz_sweep_p",
+              "lipschitz_sweep_delta")
 
 RETRAIN_KEYS = ("finetune_lr_scale", "lipschitz_sweep_p", "lipschitz_sweep_delta")
 """Settings that do not change the analysis (pretraining, spectrum, K, gap rule, mask)."""
@@ -141,6 +173,12 @@ def analysis_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     """The part of an IMC job's settings that its shared analysis (the `imc-analysis` job) needs."""
     return {key: value for key, value in hparams.items() if key not in RETRAIN_KEYS}
 
+
+LEGACY_ANALYSIS_HPARAMS: dict[str, Any] = {
+    "slq_early_stop": False, "top_eigenvalues_from": "power", "lipschitz_dtype": "float32",
+}
+"""The analysis' Hessian-vector-product budget before early stopping and Ritz top eigenvalues: all
+`slq_runs` (8) runs, PyHessian's power iteration, float32 secants (for timing old against new)."""
 
 QUICK_HPARAMS: dict[str, Any] = {
     "pretrain_epochs": 1, "rewind_epoch": 1, "hessian_batch_size": 32, "slq_runs": 2, "lanczos_steps": 8,
@@ -159,19 +197,29 @@ def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
     return replace(recipe, epochs=epochs, lr_drops=tuple(fraction * scale for fraction in recipe.lr_drops))
 
 
+def pretrain_key(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> dict[str, Any]:
+    """What determines step 1 (the pretraining stage), shared by every IMC job of a trial and recipe."""
+    key = {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
+    if spec.image_size is not None:  # absent at the default, so existing cache keys stay
+        key["image_size"] = spec.image_size
+    return key | settings.subset(PRETRAIN_KEYS)
+
+
+def planned_pretraining(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> PlannedPhase:
+    """Step 1 as `--dry-run` counts it: once per stage, whichever IMC job computes it."""
+    stage = StageSpec("imc-pretrain", pretrain_key(spec, recipe, settings), STAGE_VERSION)
+    return PlannedPhase.training(leading_epochs(recipe, settings.pretrain_epochs), stage=stage.label)
+
+
 class IMCAnalysis:
     """Steps 1-4 for one job: the shared, cached stages and what the job needs from them."""
 
     def __init__(self, context: JobContext, settings: IMCSettings):
         self.context = context
         self.settings = settings
-        base = {"dataset": context.spec.dataset, "arch": context.spec.arch, "trial": context.trial,
-                "recipe": asdict(context.train_settings)}
-        if context.spec.image_size is not None:  # absent at the default, so existing cache keys stay
-            base["image_size"] = context.spec.image_size
-        self.pretrain_key = base | settings.subset(PRETRAIN_KEYS)
+        self.pretrain_key = pretrain_key(context.spec, context.train_settings, settings)
         self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
-        self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS)
+        self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS) | {"analysis_version": ANALYSIS_VERSION}
         self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
         self.stages: dict[str, StageResult] = {}
 
@@ -193,10 +241,15 @@ class IMCAnalysis:
         count = self.settings.hessian_batches * self.settings.hessian_batch_size
         return self.context.data.fixed_train_sample(count, self.context.seed("imc", "hessian"))
 
-    def lipschitz(self, operator: HessianOperator, p: float, delta: float) -> LipschitzEstimate:
+    def lipschitz(self, operators: SecantOperators, p: float, delta: float) -> LipschitzEstimate:
         """K(p, Delta) at theta_P; the seed depends on (p, Delta) only, so the sweep repeats the analysis' K."""
-        return lipschitz_estimate(operator, p, delta, self.settings.lipschitz_samples,
-                                  self.context.seed("imc", "lipschitz", p, delta))
+        return operators.estimate(p, delta, self.settings.lipschitz_samples,
+                                  self.context.seed("imc", "lipschitz", p, delta),
+                                  self.settings.hessian_change_iterations)
+
+    def secant_operators(self, model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> SecantOperators:
+        """The Hessian operators K is estimated on, in `lipschitz_dtype`."""
+        return SecantOperators(model, inputs, labels, self.settings.lipschitz_dtype)
 
     def _timed(self, compute) -> Any:
         started = time.perf_counter()
@@ -241,19 +294,35 @@ class IMCAnalysis:
         model = self.model_at(self.pretrained["theta_P"])
         inputs, labels = self.hessian_sample()
         seconds: dict[str, float] = {}
+        hvps: dict[str, int] = {}
         started = time.perf_counter()
         with prunable_hessian(model, inputs, labels) as operator:
-            spectrum, seconds["slq"] = self._timed(
-                lambda: slq(operator, settings.slq_runs, settings.lanczos_steps, context.seed("imc", "slq")))
-            (top, _), seconds["top_eigenvalues"] = self._timed(lambda: operator.top_eigenpairs(
-                settings.top_eigenvalues, settings.power_iterations, settings.power_tolerance,
-                context.seed("imc", "eigenvalues")))
-            lipschitz, seconds["lipschitz"] = self._timed(
-                lambda: self.lipschitz(operator, settings.lipschitz_p, settings.lipschitz_delta))
+            spectrum, seconds["slq"] = self._timed(lambda: slq(
+                operator, settings.slq_runs, settings.lanczos_steps, context.seed("imc", "slq"),
+                early_stop=settings.slq_early_stop))
+            hvps["slq"] = operator.hvps
+            top, seconds["top_eigenvalues"] = self._timed(lambda: self._top_eigenvalues(operator, spectrum))
             dimension = operator.dimension
-        return {"spectrum": asdict(spectrum), "top_eigenvalues": top, "lipschitz": asdict(lipschitz),
-                "dimension": dimension, "sample_size": int(labels.numel()), "parts_s": seconds,
+        with self.secant_operators(model, inputs, labels) as operators:
+            lipschitz, seconds["lipschitz"] = self._timed(
+                lambda: self.lipschitz(operators, settings.lipschitz_p, settings.lipschitz_delta))
+            hvps["lipschitz"] = operators.hvps()
+        seconds["lipschitz_diagnostics"] = lipschitz.diagnostics_s
+        return {"spectrum": asdict(spectrum), "top_eigenvalues": top["values"],
+                "top_eigenvalues_source": top["source"], "lipschitz": asdict(lipschitz),
+                "dimension": dimension, "sample_size": int(labels.numel()), "parts_s": seconds, "hvps": hvps,
                 "seconds": time.perf_counter() - started}
+
+    def _top_eigenvalues(self, operator: HessianOperator, spectrum: Spectrum) -> dict[str, Any]:
+        """The largest converged Ritz values of SLQ, or PyHessian's power iteration (largest |mu|) when
+        fewer than `top_eigenvalues` converged or `top_eigenvalues_from = power`."""
+        settings = self.settings
+        ritz = spectrum.top_ritz(settings.top_eigenvalues) if settings.top_eigenvalues_from == "ritz" else None
+        if ritz is not None:
+            return {"values": ritz[0], "source": "ritz"}
+        values, _ = operator.top_eigenpairs(settings.top_eigenvalues, settings.power_iterations,
+                                            settings.power_tolerance, self.context.seed("imc", "eigenvalues"))
+        return {"values": values, "source": "power"}
 
     # -- steps 3-4: gap rule and mask -------------------------------------------------------------
 
@@ -320,18 +389,27 @@ class IMCAnalysis:
         """Everything the spec asks a job to store beyond the common record."""
         analysis, selection = self.analysis, self.selection
         split = selection["splits"][self.settings.spectrum_count]
+        estimate = analysis["lipschitz"]
         return {
             "found_sparsity": split["sparsity"],
+            "found_count": selection["splits"]["count"]["count"],
+            "found_rule": split["decided_by"],
+            "found_sparsity_count": selection["splits"]["count"]["sparsity"],
             "found_sparsity_mass": selection["splits"]["mass"]["sparsity"],
             "found_sparsity_nodes": selection["splits"]["nodes"]["sparsity"],
             "spectral_gap": split["reason"],
             "split": split,
             "splits": selection["splits"],
             "lipschitz": selection["lipschitz_used"],
-            "lipschitz_estimate": analysis["lipschitz"],
+            "lipschitz_estimate": estimate,
+            "lipschitz_hessian_change": estimate["hessian_change"],
+            "lipschitz_relu_flip_share": estimate["relu_flip_share"],
             "spectrum_nodes": analysis["spectrum"]["nodes"],
             "spectrum_weights": analysis["spectrum"]["weights"],
+            "slq_runs_used": analysis["spectrum"]["runs"],
             "top_eigenvalues": analysis["top_eigenvalues"],
+            "top_eigenvalues_source": analysis["top_eigenvalues_source"],
+            "hvps": analysis["hvps"],
             "hessian_dimension": analysis["dimension"],
             "hessian_sample_size": analysis["sample_size"],
             "pruned_sparsity": selection["pruned_sparsity"],
@@ -361,6 +439,11 @@ class IMCVariant(Method):
 
     def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
         raise NotImplementedError
+
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        """The shared pretraining, then the retraining: the recipe's epochs for every variant."""
+        return [planned_pretraining(spec, train_settings, self.settings), PlannedPhase.training(train_settings)]
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)
@@ -396,12 +479,18 @@ class IMCFinetune(IMCVariant):
         return imc.model_at(imc.pretrained["theta_P"]), schedule
 
 
+def _planned_pretrained_record(spec: JobSpec, train_settings: TrainSettings, settings: IMCSettings
+                               ) -> list[PlannedPhase]:
+    """The shared pretraining and the one test pass of `_pretrained_record`."""
+    return [planned_pretraining(spec, train_settings, settings), PlannedPhase(epochs=0, evaluations=1)]
+
+
 def _pretrained_record(context: JobContext, imc: IMCAnalysis, masks: Masks | None, **extra: Any) -> dict[str, Any]:
     """The record of a job that does not retrain: theta_P (masked if `masks`), evaluated as it is."""
     model = imc.model_at(imc.pretrained["theta_P"])
     if masks is not None:
         apply_masks(model, masks)
-    evaluation: Evaluation = evaluate(model, context.data)
+    evaluation: Evaluation = evaluate(model, context.data, context.train_settings.precision)
     return context.record(model, masks, evaluation, imc.pretrain_epochs, **extra)
 
 
@@ -421,6 +510,10 @@ class IMCAnalysisOnly(Method):
         imc = IMCAnalysis(context, self.settings)
         return [_pretrained_record(context, imc, imc.masks, **imc.diagnostics())]
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return _planned_pretrained_record(spec, train_settings, self.settings)
+
 
 @register("imc-lipschitz")
 class IMCLipschitz(Method):
@@ -432,9 +525,13 @@ class IMCLipschitz(Method):
     quick_hparams = QUICK_HPARAMS | {"lipschitz_sweep_p": (2.0, 5.0), "lipschitz_sweep_delta": (0.01, 0.1)}
     ablations = ("none",)  # no mask
 
+    def planned_phases(self, spec: JobSpec, train_settings: TrainSettings, sparsity: float | None
+                       ) -> list[PlannedPhase]:
+        return _planned_pretrained_record(spec, train_settings, self.settings)
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)
-        sweep_key = imc.sample_key | self.settings.subset(SWEEP_KEYS)
+        sweep_key = imc.sample_key | self.settings.subset(SWEEP_KEYS) | {"analysis_version": ANALYSIS_VERSION}
         sweep = imc.stage("lipschitz-sweep", sweep_key, lambda folder: self._sweep(imc))
         return [_pretrained_record(context, imc, None, lipschitz_sweep=sweep["table"], sweep_s=sweep["seconds"],
                                    pretrain_s=imc.pretrained["seconds"], imc_settings=asdict(self.settings))]
@@ -445,8 +542,8 @@ class IMCLipschitz(Method):
         model = imc.model_at(imc.pretrained["theta_P"])
         inputs, labels = imc.hessian_sample()
         table = []
-        with prunable_hessian(model, inputs, labels) as operator:
+        with imc.secant_operators(model, inputs, labels) as operators:
             for p in settings.lipschitz_sweep_p:
                 for delta in settings.lipschitz_sweep_delta:
-                    table.append(asdict(imc.lipschitz(operator, p, delta)))
+                    table.append(asdict(imc.lipschitz(operators, p, delta)))
         return {"table": table, "seconds": time.perf_counter() - started}

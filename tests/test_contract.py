@@ -62,6 +62,8 @@ def test_method_contract(name, tmp_path):
         assert last["achieved_sparsity"] == 0.0
     declared = {need.stage.name for need in method.stage_needs(context.spec, context.train_settings)}
     assert declared <= set(context.stages), f"{name} declares stages it does not use"
+    planned = method.planned_phases(context.spec, context.train_settings, context.sparsity)
+    assert sum(phase.epochs for phase in planned) == last["epochs"], f"{name}: --dry-run's cost counts other epochs"
 
     again_context, again = run_method(name, tmp_path / "second")
     strip = [{key: value for key, value in record.items() if key not in VOLATILE | {"job_id"}} for record in records]

@@ -85,3 +85,33 @@ def test_status_reports_done_failed_and_unsubmitted(tmp_path: Path, capsys: pyte
     assert status_main(["--results", str(tmp_path)]) == 0
     shown = capsys.readouterr().out
     assert shown.startswith("2 jobs: 1 done, 1 failed") and "diverged" in shown and "    | " in shown, shown
+
+
+def test_jobs_per_gpu_slots_and_flags_that_would_be_ignored(tmp_path: Path) -> None:
+    from bench.executors import SlurmSettings, gpu_slots, mps_setup
+    from bench.run import main as run_main
+
+    assert gpu_slots(2, None, 3) == [0, 1, 0, 1, 0, 1] and gpu_slots(2, 3, 4) == [0, 1, 0]
+    assert gpu_slots(0, None, 4) == [] and gpu_slots(1, None, 1) == [0]
+    assert mps_setup(SlurmSettings()) == []
+    assert any(line.startswith("nvidia-cuda-mps-control -d") for line in mps_setup(SlurmSettings(cuda_mps=True)))
+    base = ["--methods", "dense", "--dataset", "digits", "--arch", "resnet8", "--results", str(tmp_path)]
+    assert run_main([*base, "--device", "cpu", "--executor", "local", "--jobs-per-gpu", "2"]) == 2
+    assert run_main([*base, "--device", "cpu", "--executor", "local", "--cuda-mps"]) == 2
+    assert run_main([*base, "--device", "cpu", "--jobs-per-gpu", "0"]) == 2
+    assert not (tmp_path / "jobs").exists(), "refused before any job started"
+
+
+def test_an_array_task_runs_its_group_of_jobs_in_processes(tmp_path: Path) -> None:
+    """`SpecJobGroup` (what one SLURM array task runs with --jobs-per-gpu 2), called as submitit would."""
+    from bench.executors import SpecJobGroup
+
+    specs = [tiny("dense"), tiny("dense", trial=1)]
+    paths = [str(store.write_spec(tmp_path, spec, RUN)) for spec in specs]
+    assert SpecJobGroup()(paths) == store.DONE
+    for spec in specs:
+        assert status(tmp_path, spec)["state"] == store.DONE
+        assert json.loads((store.job_dir(tmp_path, spec) / "metrics.json").read_text())[0]["epochs"] == 1
+    failing = tiny("dense", lr=1e12)
+    with pytest.raises(RuntimeError, match="1 of 2 jobs of this task not done"):
+        SpecJobGroup()([paths[0], str(store.write_spec(tmp_path, failing, RUN))])

@@ -97,11 +97,29 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
     assert found_sparsity(found_spec, tmp_path, HPARAMS) == extra["found_sparsity"]
     assert record["achieved_sparsity"] == pytest.approx(extra["found_sparsity"], abs=1e-4)
     assert record["epochs"] == HPARAMS["pretrain_epochs"]
-    assert extra["found_sparsity"] == extra["found_sparsity_mass"] == extra["split"]["sparsity"]
-    assert len(extra["spectrum_nodes"]) == HPARAMS["slq_runs"] * HPARAMS["lanczos_steps"]
+    # the default rule: the exact count of converged Ritz values above the gap, or mass where it cannot decide
+    split = extra["split"]
+    assert extra["found_sparsity"] == split["sparsity"] == extra["found_sparsity_count"]
+    assert extra["found_rule"] == split["decided_by"] in ("count", "mass", "no gap")
+    if extra["found_rule"] == "count":
+        assert extra["found_sparsity"] == extra["found_count"] / extra["hessian_dimension"]
+    elif split["index"] is not None:
+        assert extra["found_sparsity"] == extra["found_sparsity_mass"] and extra["found_count"] is None
+    assert 2 <= extra["slq_runs_used"] <= HPARAMS["slq_runs"]
+    assert len(extra["spectrum_nodes"]) == extra["slq_runs_used"] * HPARAMS["lanczos_steps"]
+    assert extra["hvps"]["slq"] == len(extra["spectrum_nodes"])
     assert sum(extra["spectrum_weights"]) == pytest.approx(1.0)
+    assert extra["top_eigenvalues_source"] in ("ritz", "power") and len(extra["top_eigenvalues"]) == 2
     estimate = extra["lipschitz_estimate"]
     assert estimate["p"] == 2.0 and estimate["delta"] == 0.01 and estimate["value"] == extra["lipschitz"] > 0
+    # K with what it measures: one HVP for the float32 rounding probe, one per secant pair, 2 x 5 x 2 for
+    # ||H(W+U) - H(W)||; in float32 unless its rounding would blur the secants
+    share = estimate["float32_rounding_share"]
+    assert estimate["dtype"] == ("torch.float64" if share > 0.01 else "torch.float32")
+    assert extra["hvps"]["lipschitz"] == 1 + 2 + 2 * 5 * 2
+    assert extra["lipschitz_hessian_change"] == estimate["hessian_change"] > 0
+    assert 0.0 <= extra["lipschitz_relu_flip_share"] == estimate["relu_flip_share"] < 1.0
+    assert len(estimate["relu_flip_shares"]) == HPARAMS["lipschitz_samples"]
 
     # the same analysis (cached) with an absurd K: no admissible gap is s* = 0, recorded, not an error
     before = imc.ANALYSES_COMPUTED
@@ -115,6 +133,20 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
     table = sweep["extra"]["lipschitz_sweep"]
     assert [(row["p"], row["delta"]) for row in table] == [(2.0, 0.01), (2.0, 0.1), (5.0, 0.01), (5.0, 0.1)]
     assert table[0]["value"] == pytest.approx(estimate["value"], rel=1e-5)
+    assert all(row["hessian_change"] > 0 and row["relu_flip_share"] is not None for row in table)
+
+    # today's budget before the exact count (for timing old against new): all runs, power iteration, float32
+    legacy = run(tmp_path, spec_of("imc-analysis", **imc.LEGACY_ANALYSIS_HPARAMS))["extra"]
+    assert imc.ANALYSES_COMPUTED == before + 1
+    assert legacy["slq_runs_used"] == HPARAMS["slq_runs"] and legacy["top_eigenvalues_source"] == "power"
+    assert legacy["lipschitz_estimate"]["dtype"] == "torch.float32"
+
+
+def test_analysis_cache_key_carries_the_analysis_version(tmp_path):
+    context = context_for(tmp_path, spec_of("imc-analysis"))
+    analysis = imc.IMCAnalysis(context, context.method.settings)
+    assert analysis.analysis_key["analysis_version"] == imc.ANALYSIS_VERSION == 2
+    assert analysis.selection_key["analysis_version"] == imc.ANALYSIS_VERSION
 
 
 def test_slow_manifold_prunes_the_fast_subspace_energy(shared_results):
@@ -133,7 +165,8 @@ def test_slow_manifold_prunes_the_fast_subspace_energy(shared_results):
 
 
 def test_settings_are_checked():
-    for bad in ({"spectrum_count": "weights"}, {"select": "random"}, {"rewind_epoch": 11}, {"max_sparsity": 1.0}):
+    for bad in ({"spectrum_count": "weights"}, {"select": "random"}, {"rewind_epoch": 11}, {"max_sparsity": 1.0},
+                {"top_eigenvalues_from": "lanczos"}, {"lipschitz_dtype": "float16"}, {"hessian_change_iterations": -1}):
         with pytest.raises(BenchError, match="accepted"):
             imc.IMCSettings(**bad)
 

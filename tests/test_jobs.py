@@ -20,6 +20,10 @@ def test_job_hashes_are_pinned_and_defaults_do_not_rename():
     assert magnitude.job_id == "magnitude-cifar100-resnet32-s0.5-t2-aacc103f96"
     assert JobSpec(method="magnitude", dataset="cifar100", arch="resnet32", trial=2, sparsity=0.5,
                    train={"epochs": 4}).job_id != magnitude.job_id
+    assert JobSpec(method="dense", dataset="cifar100", arch="resnet32", trial=2,
+                   train={"precision": "fp32"}).job_id == dense.job_id, "the default precision renames nothing"
+    assert JobSpec(method="dense", dataset="cifar100", arch="resnet32", trial=2,
+                   train={"precision": "bf16"}).job_id != dense.job_id, "bf16 is part of the job's identity"
 
 
 @pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5, "half"])

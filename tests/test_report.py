@@ -126,6 +126,16 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
 
 
+def test_found_sparsity_is_imc_s_star_not_its_paper_level_jobs():
+    from bench.tables import found_sparsity_by_trial
+
+    records = pd.DataFrame([
+        {"method": "imc-reinit", "trial": 0, "level": "none", "achieved_sparsity": 2e-5},
+        {"method": "imc-reinit", "trial": 0, "level": "0.4", "achieved_sparsity": 0.4},  # pruned at the paper's s*
+    ])
+    assert found_sparsity_by_trial(records) == {0: pytest.approx(2e-5)}
+
+
 def test_report_cli_on_an_empty_results_folder_is_one_line(tmp_path, capsys):
     assert main(["--results", str(tmp_path)]) == 2
     assert "no job folders under" in capsys.readouterr().err

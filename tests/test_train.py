@@ -114,8 +114,27 @@ def test_evaluation_every_n_epochs_and_always_the_last(digits_device, tmp_path):
     rows = list(csv.DictReader((tmp_path / "epochs.csv").open()))
     assert [bool(row["test_accuracy"]) for row in rows] == [False, True, False, True, True]
     assert float(rows[-1]["test_accuracy"]) == result.evaluation.accuracy
+    assert settings.evaluations() == 3 and settings.evaluations(start_epoch=4) == 1
+    assert settings.evaluations(start_epoch=5) == 1  # a finished schedule still reports one test pass
     with pytest.raises(BenchError, match="eval_every"):
         TrainSettings(eval_every=0)
+
+
+def test_bf16_autocast_trains_on_cpu_and_fp32_is_the_unchanged_default(digits_device, tmp_path):
+    masks = global_mask(magnitude_scores(new_model()), 0.5)
+    runs = {}
+    assert QUICK.precision == "fp32"
+    for name, settings in {"fp32": QUICK, "bf16": TrainSettings(epochs=3, batch_size=100, precision="bf16")}.items():
+        model = new_model()
+        result = trainer_for(digits_device, tmp_path / name).train(model, "p", settings, masks=dict(masks))
+        runs[name] = (model, result)
+    bf16_model, bf16 = runs["bf16"]
+    assert bf16.evaluation.accuracy > 0.5, "a bf16 job learns digits"
+    assert bf16.evaluation != runs["fp32"][1].evaluation, "bf16 autocast must change the arithmetic"
+    for name, weight in prunable_parameters(bf16_model).items():
+        assert weight.dtype == torch.float32 and torch.all(weight[masks[name] == 0] == 0)
+    with pytest.raises(BenchError, match="accepted: fp32, bf16"):
+        TrainSettings(precision="fp16")
 
 
 def test_masks_are_stored_as_bool_and_restored_as_float(digits_device, tmp_path):

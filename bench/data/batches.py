@@ -54,9 +54,10 @@ def random_crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.T
 class DeviceData:
     """An `ImageData` on a device, serving normalised (and augmented) batches."""
 
-    def __init__(self, data: ImageData, device: torch.device | str):
+    def __init__(self, data: ImageData, device: torch.device | str, eval_batch_size: int | None = None):
         self.data = data
         self.device = torch.device(device)
+        self.eval_batch_size = eval_batch_size or EVAL_BATCH_SIZE.get(self.device.type, DEFAULT_EVAL_BATCH_SIZE)
         self.train_images = data.train_images.to(self.device).contiguous(memory_format=torch.channels_last)
         self.train_labels = data.train_labels.to(self.device)
         self.test_images = data.test_images.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -102,7 +103,7 @@ class DeviceData:
         return -(-self.train_size // batch_size)
 
     def test_batches(self, batch_size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        batch_size = batch_size or EVAL_BATCH_SIZE.get(self.device.type, DEFAULT_EVAL_BATCH_SIZE)
+        batch_size = batch_size or self.eval_batch_size
         for start in range(0, int(self.test_labels.numel()), batch_size):
             yield (self.normalise(self.test_images[start : start + batch_size]),
                    self.test_labels[start : start + batch_size])

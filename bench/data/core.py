@@ -77,12 +77,18 @@ class ImageData:
         return asdict(self)
 
 
+def unknown_sizes(settings: DataSettings) -> None:
+    """A source that cannot tell its sizes without reading its files."""
+    return None
+
+
 @dataclass(frozen=True)
 class Source:
-    """How to build one dataset: a loader and whether crop + flip augmentation applies."""
+    """How to build one dataset: a loader, its cache key, and its (training, test) sizes without loading it."""
 
     load: Callable[[DataSettings], ImageData]
     cache_key: Callable[[DataSettings], dict]
+    sizes: Callable[[DataSettings], tuple[int, int] | None] = unknown_sizes
 
 
 DATASETS: Registry[Source] = Registry("dataset")
@@ -101,6 +107,16 @@ def parse_dataset_name(name: str) -> tuple[str, int | None]:
     if count < 1 or count != int(count):
         raise BenchError(f"dataset {name!r} asks for {count} training samples; accepted: a whole number >= 1")
     return match["base"], int(count)
+
+
+def dataset_sizes(name: str, settings: DataSettings | None = None) -> tuple[int, int] | None:
+    """(training, test) images of `name` (`NAME@Nk` too) without loading its data; None where unknown."""
+    base, train_count = parse_dataset_name(name)
+    sizes = DATASETS.get(base).sizes(settings or DataSettings())
+    if sizes is None:
+        return None
+    train, test = sizes
+    return (train if train_count is None else min(train, train_count)), test
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

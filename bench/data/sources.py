@@ -42,6 +42,10 @@ from bench.errors import BenchError
 
 DECODE_THREADS = 4
 DIGITS_TEST_FRACTION = 0.2
+DIGITS_IMAGES = 1797
+"""scikit-learn's bundled digits (`load_digits().target.size`)."""
+CIFAR_SIZES = (50_000, 10_000)
+"""Training and test images of CIFAR-10 and CIFAR-100."""
 
 
 def _image_data(train_images, train_labels, test_images, test_labels, num_classes, augment, classes=None,
@@ -76,7 +80,12 @@ def load_digits(settings: DataSettings) -> ImageData:
     return _image_data(images[~is_test], labels[~is_test], images[is_test], labels[is_test], 10, augment=False)
 
 
-DATASETS.register("digits")(Source(load=load_digits, cache_key=lambda settings: {"version": 1}))
+def _digits_sizes(settings: DataSettings) -> tuple[int, int]:
+    test = round(DIGITS_TEST_FRACTION * DIGITS_IMAGES)
+    return DIGITS_IMAGES - test, test
+
+
+DATASETS.register("digits")(Source(load=load_digits, cache_key=lambda settings: {"version": 1}, sizes=_digits_sizes))
 
 
 # --- CIFAR (torchvision archives or an image-folder export) ----------------------------------------
@@ -183,7 +192,7 @@ for _name, _cifar in {
     "cifar10": Cifar("CIFAR10", "cifar-10-batches-py", CIFAR10_CLASSES),
     "cifar100": Cifar("CIFAR100", "cifar-100-python", CIFAR100_CLASSES),
 }.items():
-    DATASETS.register(_name)(Source(load=_cifar.load, cache_key=_cifar.cache_key))
+    DATASETS.register(_name)(Source(load=_cifar.load, cache_key=_cifar.cache_key, sizes=lambda settings: CIFAR_SIZES))
 
 
 # --- ImageFolder ----------------------------------------------------------------------------------
@@ -257,7 +266,20 @@ def _folder_cache_key(settings: DataSettings) -> dict:
     return {"root": str(root.resolve()), "size": settings.image_size, "files": _split_fingerprints(root, "imagefolder")}
 
 
-DATASETS.register("imagefolder")(Source(load=load_image_folder, cache_key=_folder_cache_key))
+def _image_folder_sizes(settings: DataSettings) -> tuple[int, int] | None:
+    """Files under train/ and test/ (or val/), counted when the root is there; None otherwise."""
+    root = Path(settings.data_root).expanduser() if settings.data_root else None
+    if root is None or not root.is_dir():
+        return None
+    try:
+        splits = [_split_dir(root, names, "imagefolder") for names in (("train",), ("test", "val"))]
+    except BenchError:
+        return None
+    return tuple(sum(1 for path in split.rglob("*") if path.is_file()) for split in splits)
+
+
+DATASETS.register("imagefolder")(Source(load=load_image_folder, cache_key=_folder_cache_key,
+                                        sizes=_image_folder_sizes))
 
 
 # --- ImageNet subsample ---------------------------------------------------------------------------
@@ -330,4 +352,6 @@ def _imagenet_cache_key(settings: DataSettings) -> dict:
     }
 
 
-DATASETS.register("imagenet-sub")(Source(load=load_imagenet_sub, cache_key=_imagenet_cache_key))
+DATASETS.register("imagenet-sub")(Source(
+    load=load_imagenet_sub, cache_key=_imagenet_cache_key,
+    sizes=lambda settings: (settings.imagenet_train_size, settings.imagenet_test_size)))

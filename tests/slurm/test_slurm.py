@@ -228,3 +228,23 @@ def test_found_jobs_wait_for_the_analysis(tmp_path: Path) -> None:
     assert second["state"] in ("done", "failed") and "started" in second, second
     assert second["started"] >= first["finished"], "the dependent started before the analysis ended"
     assert entries[dependent]["slurm_id"] not in queued_ids()
+
+
+PAIR_GRID = """
+methods = ["dense"]
+datasets = ["digits"]
+archs = ["resnet8"]
+trials = 2
+[train]
+epochs = 1
+"""
+
+
+def test_jobs_per_gpu_runs_a_group_of_jobs_in_one_array_task(tmp_path: Path) -> None:
+    grid, results = write_grid(tmp_path / "pair.toml", PAIR_GRID), tmp_path / "results"
+    submit(grid, results, "--jobs-per-gpu", "2", "--cpus-per-job", "2")
+    entries = _by_job(results)
+    assert len(entries) == 2 and len({entry["slurm_id"] for entry in entries.values()}) == 1, entries
+    wait_until_left_queue(results)
+    for job_id in entries:
+        assert status_of(results, job_id)["state"] == "done", (results / "jobs" / job_id / "status.json").read_text()

@@ -1,0 +1,70 @@
+"""The plan a results folder was run with: `<results>/plan.json`, written by `bench.run`, read by the report.
+
+Each `bench.run` (not `--dry-run`) appends what it ran: the grid, every override on its command line
+(`--methods`, `--epochs`, `--set`, `--filter`, ...), when, and the ids of its planned jobs (the IMC
+analysis jobs they wait for included). The jobs themselves are stored once by id with their spec, so
+`bench.report --results DIR` reports exactly the jobs that were run into DIR, whatever grid and
+overrides they came from, without re-expanding a grid. A rerun of the same command adds no new entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import read_json, write_json
+from bench.errors import BenchError
+from bench.grid import PlannedJob
+from bench.spec import JobSpec
+
+PLAN_FILE = "plan.json"
+
+
+def plan_path(results: Path) -> Path:
+    return Path(results) / PLAN_FILE
+
+
+def record_plan(results: Path, grid: str, overrides: dict[str, Any], planned: list[PlannedJob]) -> Path:
+    """Add this run (grid, overrides, job ids) and its jobs' specs to `<results>/plan.json`."""
+    path = plan_path(results)
+    stored = _read(path) or {"runs": [], "jobs": {}}
+    job_ids = [job.job_id for job in planned]
+    run = {"grid": grid, "overrides": overrides, "job_ids": job_ids}
+    if not any({key: entry.get(key) for key in run} == run for entry in stored["runs"]):
+        stored["runs"].append(run | {"started": datetime.now(UTC).isoformat(timespec="seconds")})
+    for job in planned:
+        stored["jobs"].setdefault(job.job_id, {"spec": asdict(job.spec), "after": list(job.after)})
+    write_json(path, stored)
+    return path
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:
+        raise BenchError(f"{path} is unreadable; delete it (the next bench.run writes it again) "
+                         "or pass --grid NAME") from None
+
+
+def recorded_specs(results: Path) -> list[JobSpec] | None:
+    """The specs of every job a `bench.run` into `results` planned, in run order; None if none was recorded."""
+    stored = _read(plan_path(results))
+    if stored is None:
+        return None
+    ordered = dict.fromkeys(job_id for run in stored["runs"] for job_id in run["job_ids"])
+    return [JobSpec.from_dict(stored["jobs"][job_id]["spec"]) for job_id in ordered]
+
+
+def describe_runs(results: Path) -> str:
+    """One Markdown bullet per recorded run: grid, overrides and job count."""
+    stored = _read(plan_path(results)) or {"runs": []}
+    lines = []
+    for run in stored["runs"]:
+        overrides = " ".join(f"`{flag} {item}`" for flag, value in run["overrides"].items()
+                             for item in (value if isinstance(value, list) else [value])) or "no overrides"
+        lines.append(f"- {run.get('started', '')}: grid `{run['grid']}`, {overrides}: {len(run['job_ids'])} job(s)")
+    return "\n".join(lines)

@@ -1,0 +1,33 @@
+"""`python -m bench.perf` on a tiny CPU job: old settings beside new, packing, and the stored throughput."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.perf import main as perf_main
+from bench.throughput import read_throughputs
+from methods.base import device_name
+
+
+def test_epoch_and_packing_are_measured_and_stored(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import torch
+
+    perf = tmp_path / "perf.json"
+    arguments = ["--device", "cpu", "--threads", "1", "--arch", "resnet8", "--train-images", "200", "--test-images",
+                 "300", "--job-epochs", "3", "--measure", "epoch,packing", "--packing", "1", "--packing-epochs", "1",
+                 "--perf-file", str(perf)]
+    threads = torch.get_num_threads()
+    try:
+        assert perf_main(arguments) == 0
+        name = device_name(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    output = capsys.readouterr().out
+    assert "old settings" in output and "new defaults" in output and "new/old = " in output
+    stored = read_throughputs(perf)[name]["resnet8/fp32"]
+    assert stored["train_images_per_s"] > 0 and stored["eval_images_per_s"] > 0
+    assert stored["epoch_s_old"] > 0 and stored["epoch_s_new"] > 0 and stored["job_epochs"] == 3
+    assert set(stored["packed_images_per_s"]) == {"1"} and stored["packed_images_per_s"]["1"] > 0
+    assert perf_main(arguments[:-2] + ["--measure", "overhead,speed", "--perf-file", str(perf)]) == 2
