@@ -1,8 +1,10 @@
 """What a grid costs before it runs: epochs and image-passes by method, and device-hours on a measured device.
 
 Each job's method declares what it will train and evaluate (`Method.planned_phases`), so this module
-names no method. A phase that several jobs share (a `stage`, e.g. IMC's pretraining, computed once per
-dataset, arch, trial and recipe) counts once, at the first job of the plan that uses it.
+names no method. A phase that several jobs share (a `stage`: the dense trajectory of a dataset, arch,
+trial and recipe, Continuous Sparsification's search) counts once: the furthest any job of the plan
+goes into it (IMC reads only the trajectory's first epochs, the dense job all of them), each job
+adding what the jobs before it in the plan had not reached.
 
 - training image-passes = epochs trained x training-set size; evaluation image-passes = test passes x
   test-set size; the sizes come from the dataset sources (`bench.data.dataset_sizes`), no data is loaded.
@@ -77,9 +79,9 @@ def _sparsity(spec: JobSpec, results: Path) -> float | None:
         return None
 
 
-def job_cost(spec: JobSpec, results: Path, data: DataSettings, counted_stages: set[str]) -> Cost | str:
-    """The cost of one job (its shared stages counted unless in `counted_stages`, which it extends), or
-    why it cannot be counted."""
+def job_cost(spec: JobSpec, results: Path, data: DataSettings, counted_stages: dict[str, Cost]) -> Cost | str:
+    """The cost of one job: its own phases, and of its shared stages what `counted_stages` (stage ->
+    epochs and test passes counted so far, updated here) does not hold yet; or why it cannot be counted."""
     from bench.jobs import train_settings_for
     from methods.base import build_settings
     from methods.registry import get_method
@@ -95,12 +97,14 @@ def job_cost(spec: JobSpec, results: Path, data: DataSettings, counted_stages: s
     train_size, test_size = sizes
     cost = Cost(jobs=1)
     for phase in phases:
+        epochs, evaluations = phase.epochs, phase.evaluations
         if phase.stage is not None:
-            if phase.stage in counted_stages:
-                continue
-            counted_stages.add(phase.stage)
-        cost.add(Cost(epochs=phase.epochs, train_passes=phase.epochs * train_size, evaluations=phase.evaluations,
-                      eval_passes=phase.evaluations * test_size))
+            counted = counted_stages.setdefault(phase.stage, Cost())
+            epochs, evaluations = max(0, epochs - counted.epochs), max(0, evaluations - counted.evaluations)
+            counted.epochs += epochs
+            counted.evaluations += evaluations
+        cost.add(Cost(epochs=epochs, train_passes=epochs * train_size, evaluations=evaluations,
+                      eval_passes=evaluations * test_size))
     return cost
 
 
@@ -109,7 +113,7 @@ def grid_cost(planned: list[PlannedJob], results: Path, data: DataSettings | Non
     from bench.jobs import train_settings_for
 
     data = data or DataSettings()
-    cost, stages = GridCost(), set()
+    cost, stages = GridCost(), {}
     for job in planned:
         outcome = job_cost(job.spec, results, data, stages)
         if isinstance(outcome, str):

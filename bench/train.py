@@ -294,9 +294,12 @@ class Trainer:
         self.checkpoint_interval_s = checkpoint_interval_s
         use_fast_kernels(data.device)
 
-    def sibling(self, ckpt_dir: Path, epoch_log: EpochLog) -> Trainer:
-        """A trainer with this one's data, trial and run options, writing to another folder (a stage)."""
-        return Trainer(self.data, self.trial, ckpt_dir, epoch_log, self.progress, self.checkpoint_interval_s)
+    def sibling(self, folder: Path) -> Trainer:
+        """A trainer with this one's data, trial, run options and epoch listeners (the job's log lines and
+        TensorBoard), writing its checkpoints to `folder/ckpt` and its epochs to `folder/epochs.csv` (a stage)."""
+        return Trainer(self.data, self.trial, Path(folder) / "ckpt",
+                       EpochLog(Path(folder) / "epochs.csv", self.epoch_log.listeners), self.progress,
+                       self.checkpoint_interval_s)
 
     def checkpoint_path(self, phase: str) -> Path:
         return self.ckpt_dir / f"{phase}.pt"
@@ -393,8 +396,10 @@ class Trainer:
                     save_pending_checkpoints(path)
                     last_saved = time.monotonic()
         epochs = stop - start_epoch
-        write_checkpoint(path, self._state(model, optimizer, masks, stop, seconds, evaluation, complete=True,
-                                           epochs=epochs))
+        _PENDING.pop(path, None)  # superseded: a later requeue signal must not write an older epoch over it
+        # stopped before the schedule's end (a prefix, `stop_epoch`): unfinished, a later call continues it
+        write_checkpoint(path, self._state(model, optimizer, masks, stop, seconds, evaluation,
+                                           complete=stop == settings.epochs, epochs=epochs))
         return PhaseResult(masks, evaluation, epochs, seconds)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,

@@ -20,6 +20,13 @@ Snapshot epochs are *requested*, never part of the key, so the folder does not d
   produced by replaying the run's prefix from theta_0 (phase `replay<e>`: the same schedule, the same
   batches, stopped after epoch e), which gives the identical state on CPU. Its epochs are logged too.
 Epoch 0 is theta_0 itself and the last epoch the final state; neither needs a snapshot.
+
+A prefix without the whole run: a job that needs only the first epochs (IMC's pretraining: theta_R and
+theta_P are the states after `rewind_epoch` and `pretrain_epochs` epochs of this very run) calls
+`TrajectoryRun.prefix(e)`. If the run is not done, it trains the run's own phase up to epoch e and
+checkpoints there unfinished (`Trainer.train(stop_epoch=e)`), so the full run, when a job needs it,
+resumes from that checkpoint: the first e epochs are trained once whoever asks first. A snapshot's
+training time is the run's cumulative seconds up to it, read from `epochs.csv`.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ from bench.atomic import save_checked
 from bench.errors import BenchError
 from bench.masks import Masks
 from bench.spec import JobSpec
-from bench.stages import StageNeed, StageSpec, load_value, recipe_key, requested, stage_lock
+from bench.stages import RESULT_FILE, StageNeed, StageSpec, load_value, recipe_key, requested, stage_lock
 from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
 
 TRAJECTORY_STAGE = "dense-trajectory"
@@ -87,15 +94,53 @@ class TrajectoryRun:
 
     def compute(self, folder: Path) -> dict[str, Any]:
         """The stage's computation: the full run, keeping the requested snapshots."""
-        trainer = self.trainer.sibling(folder / "ckpt", EpochLog(folder / "epochs.csv"))
+        trainer = self.trainer.sibling(folder)
         model = self.new_model()
         result = trainer.train(model, PHASE, self.recipe, on_epoch_end=self.keep_snapshots(self.wanted(self.recipe.epochs)))
         return {"model": state_on_cpu(model), "evaluation": vars(result.evaluation), "epochs": result.epochs,
                 "seconds": result.seconds}
 
+    def prefix(self, epoch: int) -> dict[str, Any]:
+        """The snapshot after `epoch` epochs (0 < epoch < the run's epochs) with its cumulative training
+        `seconds`: read, or trained now (the run's prefix if the run is not done, else a replay)."""
+        last = self.recipe.epochs
+        if not 0 < epoch < last:
+            raise BenchError(f"dense trajectory snapshot at epoch {epoch}; accepted: 1 .. {last - 1} "
+                             "(0 is the init, the last epoch the final state)")
+        path = self.snapshot_path(epoch)
+        value = load_value(path)  # a corrupt snapshot is set aside and trained again
+        if value is None:
+            with stage_lock(self.folder):
+                value = load_value(path)
+                if value is None:
+                    self.train_to(epoch)
+                    value = load_value(path)
+        if value is None:
+            raise BenchError(f"dense trajectory snapshot {path} could not be written or read back")
+        return value | {"seconds": self.seconds_until(epoch)}
+
+    def train_to(self, epoch: int) -> None:
+        """Save the snapshot at `epoch` (and those requested before it): continue the run's own phase up to
+        `epoch` where it has not passed it and the run is not done, else replay the prefix."""
+        trainer = self.trainer.sibling(self.folder)
+        checkpoint = trainer.load_checkpoint(PHASE)
+        if (self.folder / RESULT_FILE).exists() or (checkpoint is not None and checkpoint["next_epoch"] >= epoch):
+            self.replay(epoch)
+            return
+        model = self.new_model()
+        trainer.train(model, PHASE, self.recipe, stop_epoch=epoch,
+                      on_epoch_end=self.keep_snapshots(self.wanted(epoch) | {epoch}))
+
+    def seconds_until(self, epoch: int) -> float:
+        """The run's training seconds over its first `epoch` epochs (its own phase, else a replay's)."""
+        rows = [row for row in EpochLog(self.folder / "epochs.csv").rows() if int(row["epoch"]) == epoch - 1
+                and (row["phase"] == PHASE or row["phase"].startswith("replay"))]
+        rows.sort(key=lambda row: row["phase"] != PHASE)
+        return float(rows[0]["seconds"]) if rows else 0.0
+
     def replay(self, epoch: int) -> None:
         """Replay the run's first `epoch` epochs from theta_0 to save the snapshots requested up to it."""
-        trainer = self.trainer.sibling(self.folder / "ckpt", EpochLog(self.folder / "epochs.csv"))
+        trainer = self.trainer.sibling(self.folder)
         model = self.new_model()
         result = trainer.train(model, f"replay{epoch}", self.recipe, stop_epoch=epoch,
                                on_epoch_end=self.keep_snapshots(self.wanted(epoch) | {epoch}))
@@ -123,22 +168,8 @@ class Trajectory:
         return self.value["epochs"]
 
     def snapshot(self, epoch: int) -> dict[str, Any]:
-        """{"model": state after `epoch` epochs, "evaluation": its test evaluation} (replayed if not kept)."""
-        last = self.run.recipe.epochs
-        if not 0 < epoch < last:
-            raise BenchError(f"dense trajectory snapshot at epoch {epoch}; accepted: 1 .. {last - 1} "
-                             "(0 is the init, the last epoch the final state)")
-        path = self.run.snapshot_path(epoch)
-        value = load_value(path)  # a corrupt snapshot is set aside and replayed
-        if value is None:
-            with stage_lock(self.run.folder):
-                value = load_value(path)
-                if value is None:
-                    self.run.replay(epoch)
-                    value = load_value(path)
-        if value is None:
-            raise BenchError(f"dense trajectory snapshot {path} could not be written or read back")
-        return value
+        """{"model": state after `epoch` epochs, "evaluation", "seconds"} (replayed if not kept)."""
+        return self.run.prefix(epoch)
 
     def state_at(self, epoch: int) -> dict[str, torch.Tensor]:
         """The full state after `epoch` epochs: theta_0 at 0, the final state at the last epoch."""

@@ -42,7 +42,7 @@ from bench.seeds import derive_seed
 from bench.spec import JobSpec
 from bench.stages import COMPUTED, LOADED, StageNeed, StageResult, StageSpec, obtain, request
 from bench.train import Evaluation, PhaseResult, Trainer, TrainSettings
-from bench.trajectory import Trajectory, TrajectoryRun, trajectory_stage
+from bench.trajectory import TRAJECTORY_STAGE, Trajectory, TrajectoryRun, state_on_cpu, trajectory_stage
 
 SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (
@@ -177,6 +177,16 @@ def check_ablation(method_class: type[Method], ablation: str) -> None:
                          f"{', '.join(method_class.ablations)}")
 
 
+@dataclass
+class DenseState:
+    """The dense trajectory's state after some epochs, its test evaluation (None at the init) and the
+    run's training seconds up to it."""
+
+    state: dict[str, torch.Tensor]
+    evaluation: Evaluation | None
+    seconds: float
+
+
 class JobContext:
     """What a method may use while it runs one job."""
 
@@ -201,6 +211,7 @@ class JobContext:
         self.stages: dict[str, str] = {}
         """Stage name -> "computed" or "loaded": the shared stages this job used (in every record)."""
         self._stage_results: dict[Path, StageResult] = {}
+        self._trajectory_seconds = 0.0
         self.ablation = ABLATIONS.get(spec.ablation)
         self.ablated_phases: list[str] = []
 
@@ -273,10 +284,36 @@ class JobContext:
 
     def dense_trajectory(self, snapshots: Iterable[int] = ()) -> Trajectory:
         """The trial's dense run with the job's recipe (`bench.trajectory`), keeping `snapshots` epochs."""
+        run = self._trajectory_run(snapshots)
+        result = obtain(self.results_dir, trajectory_stage(self.spec, self.train_settings), run.compute)
+        self._count_trajectory(result.value["seconds"], result.computed_here)
+        return Trajectory(result.value, run)
+
+    def dense_state(self, epoch: int, snapshots: Iterable[int] = ()) -> DenseState:
+        """The dense run's state after its first `epoch` epochs, training no more of the run than that where
+        it is not done (`TrajectoryRun.prefix`); `snapshots`: other epochs the job will read."""
+        run = self._trajectory_run({epoch, *snapshots})
+        if epoch == 0:
+            return DenseState(state_on_cpu(self.new_model()), None, 0.0)
+        if epoch == self.train_settings.epochs:
+            trajectory = self.dense_trajectory()
+            return DenseState(trajectory.final_state, trajectory.evaluation, trajectory.value["seconds"])
+        computed_before = run.snapshot_path(epoch).exists()
+        snapshot = run.prefix(epoch)
+        self._count_trajectory(snapshot["seconds"], not computed_before)
+        return DenseState(snapshot["model"], Evaluation(**snapshot["evaluation"]), snapshot["seconds"])
+
+    def _trajectory_run(self, snapshots: Iterable[int]) -> TrajectoryRun:
         stage = trajectory_stage(self.spec, self.train_settings)
         request(self.results_dir, stage, snapshots)
-        run = TrajectoryRun(stage.folder(self.results_dir), self.trainer, self.train_settings, self.new_model)
-        return Trajectory(self.use_stage(stage, run.compute).value, run)
+        return TrajectoryRun(stage.folder(self.results_dir), self.trainer, self.train_settings, self.new_model)
+
+    def _count_trajectory(self, seconds: float, computed_here: bool) -> None:
+        """The dense run's seconds count once in this job's training time, up to the furthest epoch it read."""
+        self.train_seconds += max(0.0, seconds - self._trajectory_seconds)
+        self._trajectory_seconds = max(self._trajectory_seconds, seconds)
+        if computed_here or TRAJECTORY_STAGE not in self.stages:
+            self.stages[TRAJECTORY_STAGE] = COMPUTED if computed_here else LOADED
 
     def count_as_scoring(self, seconds: float) -> None:
         """Move `seconds` that a training phase timed (scoring inside its epochs) to scoring time."""

@@ -5,8 +5,10 @@ Follows `../shared/specs/imc.md` (binding), read from the supplement of the IMC 
 code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
 
 1. pretrain the dense network from the trial's init theta_0 for `pretrain_epochs` epochs of the
-   recipe's schedule (the first epochs of the full run: its lr drops stay where the full run has
-   them), keeping theta_R after `rewind_epoch` epochs and theta_P at the end;
+   recipe's schedule: these are the first epochs of the trial's dense run (`bench.trajectory`: the
+   same init, batches and lr, the lr drops where the full run has them), so theta_R (after
+   `rewind_epoch` epochs) and theta_P (after `pretrain_epochs`) are that run's states, trained once
+   for the dense job, magnitude, the LTH variants and every IMC job of the trial and recipe;
 2. at theta_P: the Hessian spectrum over the prunable weights by stochastic Lanczos quadrature on
    PyHessian's Hessian-vector products (runs until the count of converged top Ritz values is stable),
    the top eigenvalues (the largest converged Ritz values; PyHessian's power iteration where they do
@@ -22,8 +24,9 @@ code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
 5. retraining, one registered method per variant: `imc-reinit` (fresh init), `imc-rewind`
    (theta_R), `imc-finetune` (theta_P, lr scaled by `finetune_lr_scale`), all masked.
 
-Steps 1, 2 and 3-4 are shared stages (`<results>/stages/imc-*/`, `bench.stages`: atomic, keyed by a
-hash of what determines them and `STAGE_VERSION`, computed once under a lock file), so the variants,
+Steps 2 and 3-4 are shared stages (`<results>/stages/imc-*/`, `bench.stages`: atomic, keyed by a
+hash of what determines them and `STAGE_VERSION`, computed once under a lock file; `rewind_epoch` is
+in no key, since only imc-rewind's start depends on it), and step 1 is the dense trajectory, so the variants,
 `imc-analysis` (steps 1-4 only: the job that "found" sparsities of other methods wait for) and
 `imc-lipschitz` (the K sweep over p and Delta of Tables 14-15, no retraining) share the work. A job's
 runtime includes the stored seconds of the stages it used, whether it computed them or not.
@@ -52,12 +55,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bench.atomic import torch_save
 from bench.errors import BenchError
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
 from bench.spec import JobSpec
-from bench.stages import StageResult, StageSpec
-from bench.train import EpochLog, Evaluation, TrainSettings, evaluate
+from bench.stages import StageNeed, StageResult, StageSpec, recipe_key
+from bench.train import Evaluation, TrainSettings, evaluate
+from bench.trajectory import trajectory_need, trajectory_stage
 from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
 from methods.spectrum import (
@@ -73,8 +76,9 @@ from methods.spectrum import (
     slq,
 )
 
-STAGE_VERSION = 1
-"""Bump when a stage's computation (pretraining, spectrum, K, gap rule, mask) changes."""
+STAGE_VERSION = 2
+"""Bump when a stage's computation (spectrum, K, gap rule, mask) changes. 2: theta_P is the dense
+trajectory's state, `rewind_epoch` in no key."""
 SELECTIONS = ("magnitude", "slow-manifold")
 TOP_EIGENVALUE_SOURCES = ("ritz", "power")
 ANALYSIS_VERSION = 2
@@ -156,7 +160,7 @@ class IMCSettings:
         return {name: getattr(self, name) for name in names}
 
 
-PRETRAIN_KEYS = ("pretrain_epochs", "rewind_epoch")
+PRETRAIN_KEYS = ("pretrain_epochs",)
 SAMPLE_KEYS = ("hessian_batch_size", "hessian_batches")
 ANALYSIS_KEYS = ("slq_runs", "slq_early_stop", "lanczos_steps", "top_eigenvalues", "top_eigenvalues_from",
                  "power_iterations", "power_tolerance", "lipschitz_p", "lipschitz_delta", "lipschitz_samples",
@@ -198,17 +202,22 @@ def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
 
 
 def pretrain_key(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> dict[str, Any]:
-    """What determines step 1 (the pretraining stage), shared by every IMC job of a trial and recipe."""
-    key = {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
-    if spec.image_size is not None:  # absent at the default, so existing cache keys stay
-        key["image_size"] = spec.image_size
-    return key | settings.subset(PRETRAIN_KEYS)
+    """What determines theta_P (step 1): the trial's dense trajectory and how far into it."""
+    return recipe_key(spec, recipe) | settings.subset(PRETRAIN_KEYS)
 
 
 def planned_pretraining(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> PlannedPhase:
-    """Step 1 as `--dry-run` counts it: once per stage, whichever IMC job computes it."""
-    stage = StageSpec("imc-pretrain", pretrain_key(spec, recipe, settings), STAGE_VERSION)
-    return PlannedPhase.training(leading_epochs(recipe, settings.pretrain_epochs), stage=stage.label)
+    """Step 1 as `--dry-run` counts it: the first epochs of the dense trajectory, counted once with it."""
+    return PlannedPhase.training(leading_epochs(recipe, settings.pretrain_epochs),
+                                 stage=trajectory_stage(spec, recipe).label)
+
+
+def pretraining_need(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> StageNeed:
+    """Step 1 as a job declares it: the dense trajectory, with snapshots at theta_R and theta_P."""
+    if settings.pretrain_epochs > recipe.epochs:
+        raise BenchError(f"IMC setting pretrain_epochs = {settings.pretrain_epochs} is past the {recipe.epochs}-"
+                         "epoch recipe whose first epochs it is; accepted: 0 .. epochs")
+    return trajectory_need(spec, recipe, (settings.rewind_epoch, settings.pretrain_epochs))
 
 
 class IMCAnalysis:
@@ -222,6 +231,7 @@ class IMCAnalysis:
         self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS) | {"analysis_version": ANALYSIS_VERSION}
         self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
         self.stages: dict[str, StageResult] = {}
+        self._pretrained: dict[str, Any] | None = None
 
     # -- stage helpers ---------------------------------------------------------------------------
 
@@ -262,24 +272,20 @@ class IMCAnalysis:
 
     @property
     def pretrained(self) -> dict[str, Any]:
-        return self.stage("pretrain", self.pretrain_key, self._pretrain)
+        """theta_P (the dense trajectory after `pretrain_epochs`), its evaluation, epochs and seconds."""
+        if self._pretrained is None:
+            settings = self.settings
+            dense = self.context.dense_state(settings.pretrain_epochs, snapshots=(settings.rewind_epoch,))
+            evaluation = dense.evaluation or evaluate(self.model_at(dense.state), self.context.data,
+                                                      self.context.train_settings.precision)
+            self._pretrained = {"theta_P": dense.state, "evaluation": vars(evaluation),
+                                "epochs": settings.pretrain_epochs, "seconds": dense.seconds}
+        return self._pretrained
 
-    def _pretrain(self, folder: Path) -> dict[str, Any]:
-        context, settings = self.context, self.settings
-        model = context.new_model()
-        trainer = context.trainer.sibling(folder / "ckpt", EpochLog(folder / "epochs.csv"))
-        rewind_path = folder / "ckpt" / "theta_R.pt"
-
-        def keep_rewind(epoch: int, trained: nn.Module, masks: Masks | None) -> None:
-            if epoch + 1 == settings.rewind_epoch:
-                torch_save(rewind_path, trained.state_dict())
-
-        if settings.rewind_epoch == 0 and not rewind_path.exists():
-            torch_save(rewind_path, model.state_dict())
-        schedule = leading_epochs(context.train_settings, settings.pretrain_epochs)
-        result = trainer.train(model, "pretrain", schedule, on_epoch_end=keep_rewind)
-        return {"theta_R": torch.load(rewind_path, map_location="cpu"), "theta_P": model.state_dict(),
-                "evaluation": vars(result.evaluation), "epochs": result.epochs, "seconds": result.seconds}
+    @property
+    def theta_R(self) -> dict[str, torch.Tensor]:
+        """The dense trajectory after `rewind_epoch` epochs (imc-rewind's start)."""
+        return self.context.dense_state(self.settings.rewind_epoch).state
 
     # -- step 2: spectrum, top eigenvalues, K -----------------------------------------------------
 
@@ -425,13 +431,21 @@ class IMCAnalysis:
         }
 
 
-class IMCVariant(Method):
-    """Analyse (shared), then retrain the masked network from the variant's starting weights."""
+class IMCMethod(Method):
+    """What every IMC job shares: the settings and step 1, the dense trajectory up to theta_P."""
 
     Settings = IMCSettings
-    takes_sparsity = True
     finds_sparsity = True
     quick_hparams = QUICK_HPARAMS
+
+    def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
+        return [pretraining_need(spec, recipe, self.settings)]
+
+
+class IMCVariant(IMCMethod):
+    """Analyse (shared), then retrain the masked network from the variant's starting weights."""
+
+    takes_sparsity = True
     reuses_found_analysis = True
     found_analysis_hparams = staticmethod(analysis_hparams)
     ablations = ("none", "shuffle", "reinit")
@@ -467,7 +481,7 @@ class IMCRewind(IMCVariant):
     """theta_R masked, the original schedule from its start (A.4)."""
 
     def start(self, context: JobContext, imc: IMCAnalysis) -> tuple[nn.Module, TrainSettings]:
-        return imc.model_at(imc.pretrained["theta_R"]), context.train_settings
+        return imc.model_at(imc.theta_R), context.train_settings
 
 
 @register("imc-finetune")
@@ -495,13 +509,10 @@ def _pretrained_record(context: JobContext, imc: IMCAnalysis, masks: Masks | Non
 
 
 @register("imc-analysis")
-class IMCAnalysisOnly(Method):
+class IMCAnalysisOnly(IMCMethod):
     """Steps 1-4 only: records s* (theta_P masked at s*, not retrained); 'found' jobs depend on it."""
 
-    Settings = IMCSettings
     takes_sparsity = True  # as the variants: prunes at a requested sparsity if given, else at s*
-    finds_sparsity = True
-    quick_hparams = QUICK_HPARAMS
     provides_found = True
     found_analysis_hparams = staticmethod(analysis_hparams)
     ablations = ("none",)  # records theta_P masked, trains no mask
@@ -516,12 +527,10 @@ class IMCAnalysisOnly(Method):
 
 
 @register("imc-lipschitz")
-class IMCLipschitz(Method):
+class IMCLipschitz(IMCMethod):
     """K(p, Delta) over `lipschitz_sweep_p` x `lipschitz_sweep_delta` at theta_P (Tables 14-15), no retraining."""
 
-    Settings = IMCSettings
     takes_sparsity = False
-    finds_sparsity = True
     quick_hparams = QUICK_HPARAMS | {"lipschitz_sweep_p": (2.0, 5.0), "lipschitz_sweep_delta": (0.01, 0.1)}
     ablations = ("none",)  # no mask
 

@@ -40,16 +40,18 @@ def test_epochs_and_image_passes_by_method_with_shared_stages_counted_once(tmp_p
     plan = plan_jobs([spec("dense"), spec("magnitude", 0.5), spec("lth-rewind", 0.19), spec("imc-reinit"),
                       spec("imc-rewind"), spec("lth-reinit", FOUND)], needs_analysis=("imc-reinit", "imc-rewind"))
     cost = grid_cost(plan, tmp_path)
-    dense = cost.by_method["dense"]
-    assert (dense.jobs, dense.epochs, dense.evaluations) == (1, 20, 2)  # a test pass at epochs 10 and 20
-    assert (dense.train_passes, dense.eval_passes) == (20 * DIGITS_TRAIN, 2 * DIGITS_TEST)
-    assert cost.by_method["magnitude"].epochs == 40  # training + fine-tuning
-    assert cost.by_method["lth-rewind"].epochs == 3 * 20  # the dense round and two pruning rounds (0.1, 0.19)
-    # IMC's pretraining (10 epochs, one test pass) is one stage: the analysis job the plan puts first counts it
-    assert cost.by_method["imc-analysis"].epochs == 10 and cost.by_method["imc-analysis"].evaluations == 2
+    # the dense trajectory is one stage: the analysis job, which the plan puts first, counts IMC's
+    # pretraining (its first 10 epochs, one test pass) and the record's test pass; the dense job the rest
+    assert [job.spec.method for job in plan][0] == "imc-analysis"
+    analysis, dense = cost.by_method["imc-analysis"], cost.by_method["dense"]
+    assert (analysis.epochs, analysis.evaluations) == (10, 2)
+    assert (dense.jobs, dense.epochs, dense.evaluations) == (1, 10, 1)  # epochs 10-19, a test pass at 20
+    assert (dense.train_passes, dense.eval_passes) == (10 * DIGITS_TRAIN, 1 * DIGITS_TEST)
+    assert cost.by_method["magnitude"].epochs == 20  # fine-tuning: its training is the trajectory
+    assert cost.by_method["lth-rewind"].epochs == 2 * 20  # two pruning rounds (0.1, 0.19); round 0 is shared
     assert cost.by_method["imc-reinit"].epochs == cost.by_method["imc-rewind"].epochs == 20
     assert list(cost.uncounted) == [plan[-1].job_id] and "found at run time" in cost.uncounted[plan[-1].job_id]
-    assert cost.total.epochs == 20 + 40 + 60 + 10 + 20 + 20
+    assert cost.total.epochs == 20 + 20 + 40 + 20 + 20
     assert cost.total.train_passes == cost.total.epochs * DIGITS_TRAIN
 
 
@@ -73,7 +75,8 @@ def test_dry_run_ends_with_the_cost(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert run_main(arguments) == 0
     output = capsys.readouterr().out
     total = next(line for line in output.splitlines() if line.startswith("| total"))
-    assert f"| {60 * DIGITS_TRAIN:,} " in total and f"| {6 * DIGITS_TEST:,} " in total  # 60 epochs, 6 test passes
-    hours = (60 * DIGITS_TRAIN + 6 * DIGITS_TEST) / 100 / 3600
+    # the dense run once (20 epochs, 2 test passes: magnitude's training is it), magnitude's fine-tuning
+    assert f"| {40 * DIGITS_TRAIN:,} " in total and f"| {4 * DIGITS_TEST:,} " in total
+    hours = (40 * DIGITS_TRAIN + 4 * DIGITS_TEST) / 100 / 3600
     assert f"cpu-test: {hours:,.1f} h with 1 job per device" in output
     assert perf_path(None, DataSettings(cache_dir=str(tmp_path))) == tmp_path / "perf.json"

@@ -18,7 +18,7 @@ from methods import imc
 from methods.base import JobContext
 
 DATASET, ARCH = "digits@300", "resnet8"
-TRAIN = {"epochs": 1}
+TRAIN = {"epochs": 3}
 HPARAMS = imc.QUICK_HPARAMS | {"pretrain_epochs": 2, "rewind_epoch": 1}
 
 
@@ -72,7 +72,7 @@ def test_variants_share_one_analysis_and_start_from_their_weights(tmp_path):
     fresh = context.new_model("reinit").state_dict()
     reinit, rewind, finetune = (starts[name][0] for name in records)
     assert same_weights(reinit, fresh) and not same_weights(reinit, theta_0)
-    assert same_weights(rewind, pretrained["theta_R"]) and not same_weights(rewind, pretrained["theta_P"])
+    assert same_weights(rewind, analysis.theta_R) and not same_weights(rewind, pretrained["theta_P"])
     assert not same_weights(rewind, theta_0)  # theta_R is after rewind_epoch = 1 epoch of training
     assert same_weights(finetune, pretrained["theta_P"])
     assert starts["imc-finetune"][1].lr == pytest.approx(0.1 * context.train_settings.lr)

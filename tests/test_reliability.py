@@ -62,6 +62,11 @@ def dense(**changes) -> JobSpec:
     return JobSpec(**({"method": "dense", "dataset": "digits@300", "arch": TINY_ARCH, "train": {"epochs": 2}} | changes))
 
 
+def dense_run(results: Path, job: JobSpec) -> Path:
+    """The stage folder where a dense job's run trains (`bench.trajectory`)."""
+    return trajectory_stage(job, TrainSettings(**job.train)).folder(results)
+
+
 def epochs_rows(folder: Path) -> list[tuple[str, int]]:
     with (folder / "epochs.csv").open(newline="") as handle:
         return [(row["phase"], int(row["epoch"])) for row in csv.DictReader(handle)]
@@ -81,7 +86,7 @@ def test_crafted_checkpoint_never_runs_its_code_and_the_phase_restarts(tmp_path,
     (job / "ckpt").mkdir(parents=True)
     torch.save({"model": CreatesFile(marker), "complete": True}, job / "ckpt" / "train.pt")
     print(describe_resume(job))  # the SLURM log line reads the checkpoints too
-    folder = trajectory_stage(dense(), TrainSettings(epochs=2)).folder(tmp_path)  # where dense trains
+    folder = dense_run(tmp_path, dense())
     (folder / "ckpt").mkdir(parents=True)
     torch.save({"model": CreatesFile(marker), "complete": True}, folder / "ckpt" / "train.pt")
 
@@ -148,7 +153,7 @@ def test_done_job_without_readable_metrics_is_corrupt_listed_and_rerun(tmp_path,
     status = run_spec(tmp_path, job)  # resumes from its (complete) checkpoints: nothing is trained twice
     assert status["state"] == DONE and status["attempt"] == 2
     assert json.loads((folder / "metrics.json").read_text())[0]["epochs"] == 2
-    assert epochs_rows(folder) == [("train", 0), ("train", 1)]
+    assert epochs_rows(dense_run(tmp_path, job)) == [("train", 0), ("train", 1)]
 
 
 def test_unreadable_job_files_are_named_and_do_not_stop_the_folder(tmp_path, capsys):
@@ -233,6 +238,9 @@ def test_two_runs_started_together_train_each_job_once(tmp_path):
     for folder in folders:
         status = json.loads((folder / "status.json").read_text())
         assert status["state"] == DONE and status["attempt"] == 1, folder.name
+    logs = [path.parent for path in results.glob("**/epochs.csv")]
+    assert len(logs) == 5  # the shared dense run (dense, magnitude's training), 2 fine-tunings, 2 snip jobs
+    for folder in logs:
         rows = epochs_rows(folder)
         assert len(rows) == len(set(rows)), f"{folder.name}: an epoch was written twice: {rows}"
 
@@ -247,7 +255,7 @@ def test_local_workers_end_when_bench_run_dies(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         locks = list((results / "jobs").glob("*/lock")) if (results / "jobs").exists() else []
-        if locks and locks[0].read_text().strip() and (locks[0].parent / "epochs.csv").exists():
+        if locks and locks[0].read_text().strip() and list(results.glob("stages/*/epochs.csv")):
             lock = locks[0]
             break
         time.sleep(0.2)
@@ -473,7 +481,8 @@ def test_files_follow_the_umask_and_provenance_records_threads(tmp_path):
     finally:
         os.umask(previous)
     folder = job_dir(tmp_path, dense())
-    for path in (folder / "metrics.json", folder / "status.json", folder / "ckpt" / "train.pt", tmp_path / "x.pt"):
+    checkpoint = dense_run(tmp_path, dense()) / "ckpt" / "train.pt"
+    for path in (folder / "metrics.json", folder / "status.json", checkpoint, tmp_path / "x.pt"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["threads"] == torch.get_num_threads()

@@ -20,7 +20,6 @@ from bench.jobs import make_context
 from bench.spec import JobSpec, RunSettings
 from bench.stages import STAGES_FOLDER, StageSpec, obtain, request
 from bench.store import job_dir, read_metrics
-from bench.train import EpochLog
 from bench.trajectory import TRAJECTORY_STAGE, trajectory_stage
 from tests.conftest import TINY_ARCH
 
@@ -117,7 +116,7 @@ def test_shared_dense_trajectory_gives_the_numbers_of_jobs_trained_alone(tmp_pat
 
     # the old way: the job trains the dense run itself, keeping its state after each epoch
     context = make_context(jobs[0], RUN, tmp_path / "solo", tmp_path / "solo-results")
-    trainer = context.trainer.sibling(tmp_path / "solo" / "ckpt", EpochLog(tmp_path / "solo" / "epochs.csv"))
+    trainer = context.trainer.sibling(tmp_path / "solo")
     states = {}
     model = context.new_model()
     result = trainer.train(model, "round0", context.train_settings, on_epoch_end=lambda epoch, trained, masks: (
@@ -144,3 +143,44 @@ def test_continuous_sparsification_levels_share_one_search(tmp_path):
         assert shared[job.job_id][0]["extra"]["found_sparsity"] == alone[0]["extra"]["found_sparsity"]
         assert shared[job.job_id][0]["extra"]["stages"] == {"cs-search": "loaded" if index else "computed"}
     assert len(list((tmp_path / "shared" / STAGES_FOLDER).glob("cs-search-*/result.pt"))) == 1
+
+
+IMC_SETTINGS = {"pretrain_epochs": 2, "rewind_epoch": 1}
+
+
+def test_imc_pretraining_is_the_first_epochs_of_the_dense_trajectory(tmp_path):
+    from methods import imc
+
+    imc_jobs = [spec("imc-rewind", 0.5, **imc.QUICK_HPARAMS | IMC_SETTINGS),
+                spec("imc-reinit", 0.5, **imc.QUICK_HPARAMS | IMC_SETTINGS)]
+    jobs = [*imc_jobs, spec("dense")]  # IMC first: its analysis trains the prefix, the dense job the rest
+    shared = run_plan(tmp_path / "shared", jobs)
+    for job in jobs:
+        alone = run_plan(tmp_path / f"alone-{job.method}", [job])[job.job_id]
+        assert numbers(shared[job.job_id]) == numbers(alone), job.method
+        assert shared[job.job_id][0]["extra"]["stages"][TRAJECTORY_STAGE] in ("computed", "loaded")
+    # every epoch of the dense run trained once: 0-1 for IMC's pretraining, 2 by the dense job resuming it
+    assert [(row["phase"], row["epoch"]) for row in stage_rows(tmp_path / "shared", TRAJECTORY_STAGE)] == [
+        ("train", str(epoch)) for epoch in range(EPOCHS)]
+
+    # the old way: IMC's own pretraining over the first epochs of the recipe's schedule, from theta_0
+    context = make_context(imc_jobs[0], RUN, tmp_path / "solo", tmp_path / "solo-results")
+    trainer = context.trainer.sibling(tmp_path / "solo")
+    states, model = {}, context.new_model()
+    trainer.train(model, "pretrain", imc.leading_epochs(context.train_settings, IMC_SETTINGS["pretrain_epochs"]),
+                  on_epoch_end=lambda epoch, trained, masks: states.__setitem__(
+                      epoch + 1, {key: value.clone() for key, value in trained.state_dict().items()}))
+    served = make_context(imc_jobs[0], RUN, job_dir(tmp_path / "shared", imc_jobs[0]), tmp_path / "shared")
+    analysis = imc.IMCAnalysis(served, served.method.settings)
+    for state, epoch in ((analysis.pretrained["theta_P"], 2), (analysis.theta_R, 1)):
+        assert all(torch.equal(state[key], value) for key, value in states[epoch].items()), epoch
+
+
+def test_rewind_epoch_is_in_no_imc_analysis_key(tmp_path):
+    from methods import imc
+
+    jobs = [spec("imc-analysis", None, **imc.QUICK_HPARAMS | {"pretrain_epochs": 2, "rewind_epoch": epoch})
+            for epoch in (0, 1, 2)]
+    records = run_plan(tmp_path, jobs)
+    assert [records[job.job_id][0]["extra"]["computed_here"]["analysis"] for job in jobs] == [True, False, False]
+    assert len(list((tmp_path / STAGES_FOLDER).glob("imc-analysis-*/result.pt"))) == 1
