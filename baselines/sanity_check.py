@@ -3,7 +3,9 @@
 
 Follows JingtongSu/sanity-checking-pruning (`pruner/SmartRatio.py SmartRatio`, `--smart_ratio 1`): the
 prunable layers l = 1..L in module order (first conv, block convs, each 1x1 shortcut after its block's
-second conv, classifier last) get raw ratios r_l = (L-l+1)^2 + (L-l+1) (the ResNet rule); the
+second conv, classifier last) get raw ratios r_l = (L-l+1)^2 + (L-l+1) (the ResNet rule), divided by
+l^2 for architectures without residual connections (the official rule for every `--arch` but
+`resnet`, i.e. VGG; `layer_ratios`); the
 classifier keeps a fixed `classifier_keep_ratio` (0.3); conv layers keep p_l = c * r_l with c chosen so
 that the total matches the requested density, and any p_l >= 1 is set to 1 with its overflow carried
 to the following layers. Each layer keeps its count of weights at uniformly random positions, drawn
@@ -19,6 +21,7 @@ on 10 classes, e.g. IMC's s* on digits) does the classifier keep more than 0.3, 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -29,15 +32,37 @@ from bench.errors import BenchError
 from bench.masks import Masks, keep_count, layerwise_count_mask, prunable_parameters
 from methods.registry import register
 
+LAYER_RATIOS: dict[str, Callable[[int, int], float]] = {
+    "resnet": lambda layers_left, position: layers_left**2 + layers_left,
+    "plain": lambda layers_left, position: (layers_left**2 + layers_left) / position**2,
+}
+"""Raw keep ratio of the layer at 1-based `position` with `layers_left` = L - position + 1 layers from it to
+the end: the official ResNet rule, and its rule for the other architectures (VGG)."""
+AUTO = "auto"
+
 
 @dataclass(frozen=True)
 class SanityCheckSettings:
     classifier_keep_ratio: float = field(
         default=0.3, metadata={"help": "fixed keep ratio of the Linear classifier (official linear_keep_ratio)"})
+    layer_ratios: str = field(default=AUTO, metadata={
+        "help": "raw layer ratios: resnet, plain (divided by l^2, the official rule for VGG) or auto (resnet "
+                "for models with residual blocks, plain otherwise)"})
+
+    def __post_init__(self) -> None:
+        accepted = (AUTO, *LAYER_RATIOS)
+        if self.layer_ratios not in accepted:
+            raise BenchError(f"sanity-check setting layer_ratios = {self.layer_ratios!r}; accepted: {', '.join(accepted)}")
 
 
-def smart_ratio_counts(sizes: dict[str, int], classifier: str, sparsity: float, classifier_keep_ratio: float
-                       ) -> dict[str, int]:
+def has_residual_blocks(model: nn.Module) -> bool:
+    """Whether `model` has residual blocks: a submodule with a `shortcut` (prunebench's ResNets, WRNs,
+    ResNet-18) or a `downsample` (torchvision's ResNets) attribute."""
+    return any(hasattr(module, "shortcut") or hasattr(module, "downsample") for module in model.modules())
+
+
+def smart_ratio_counts(sizes: dict[str, int], classifier: str, sparsity: float, classifier_keep_ratio: float,
+                       layer_ratios: str = "resnet") -> dict[str, int]:
     """Weights kept per layer (module order, `classifier` excluded from the ratio rule); sums exactly."""
     target = keep_count(sum(sizes.values()), sparsity)
     convs = [name for name in sizes if name != classifier]
@@ -45,7 +70,8 @@ def smart_ratio_counts(sizes: dict[str, int], classifier: str, sparsity: float, 
     # the fixed classifier ratio, raised only as far as a very low sparsity needs (every conv then dense)
     classifier_kept = max(int(classifier_keep_ratio * sizes[classifier]), target - conv_capacity)
     layer_count = len(sizes)
-    raw = {name: (layer_count - index) ** 2 + (layer_count - index) for index, name in enumerate(convs)}
+    rule = LAYER_RATIOS[layer_ratios]
+    raw = {name: rule(layer_count - index, index + 1) for index, name in enumerate(convs)}
     conv_target = target - classifier_kept
     if not 0 <= conv_target <= conv_capacity or classifier_kept > sizes[classifier]:
         raise BenchError(f"sparsity {sparsity} cannot be met with the classifier kept at {classifier_keep_ratio}; "
@@ -83,8 +109,11 @@ class SanityCheck(PruneAtInit):
     def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
               input_shape: tuple[int, ...] | None) -> Masks:
         weights = prunable_parameters(model)
+        rule = self.settings.layer_ratios
+        if rule == AUTO:
+            rule = "resnet" if has_residual_blocks(model) else "plain"
         counts = smart_ratio_counts({name: weight.numel() for name, weight in weights.items()},
-                                    classifier_name(model), sparsity, self.settings.classifier_keep_ratio)
+                                    classifier_name(model), sparsity, self.settings.classifier_keep_ratio, rule)
         generator = torch.Generator().manual_seed(seed)
         random_scores = {name: torch.rand(weight.shape, generator=generator).to(weight.device)
                          for name, weight in weights.items()}

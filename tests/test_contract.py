@@ -74,16 +74,22 @@ def test_method_contract(name, tmp_path):
         assert all(torch.equal(masks[layer], again_masks[layer]) for layer in masks)
 
 
-ARCH_DEPENDENT = ("grasp", "synflow")
+@pytest.fixture(scope="module")
+def arch_results(tmp_path_factory):
+    """arch -> one results folder for every method's job on it."""
+    folders = {}
+    return lambda arch: folders.setdefault(arch, tmp_path_factory.mktemp(arch))
 
 
-@pytest.mark.parametrize("arch, name", [("wrn10-1", name) for name in method_names()]
-                         + [(arch, name) for arch in ("vgg11", "resnet18") for name in ARCH_DEPENDENT])
-def test_methods_on_the_other_architectures(arch, name, tmp_path):
-    """Every method on a Wide ResNet; the methods with architecture-dependent steps (SynFlow's float64
-    copy, GraSP's classifier re-draw) on VGG and ResNet-18 (8x8 digits; `tests/test_api.py` runs
-    sanity-check and the others on torchvision's resnet18)."""
-    context, records = run_method(name, tmp_path, arch)
+@pytest.mark.parametrize("arch, name", [(arch, name) for arch in ("wrn10-1", "vgg11", "resnet18")
+                                        for name in method_names()])
+def test_methods_on_the_other_architectures(arch, name, arch_results):
+    """Every method on a Wide ResNet, a VGG and ResNet-18 (8x8 digits), where the architecture-dependent
+    steps live: SynFlow's float64 copy, GraSP's classifier re-draw, sanity-check's layer-ratio rule, the
+    Hessian of IMC and Flow&Prune (`tests/test_api.py` runs the prune-at-init methods on torchvision's
+    resnet18). The jobs of one arch share a results folder, as a grid's do (one dense run, one IMC
+    analysis)."""
+    context, records = run_method(name, arch_results(arch), arch)
     for record in records:
         check_record(record, context.method)
         assert record["arch"] == arch

@@ -10,9 +10,16 @@ from torch.nn import functional as F
 
 from baselines.flow_prune import remaining_fraction
 from baselines.grasp import grasp_mask, grasp_scores
-from baselines.sanity_check import classifier_name, smart_ratio_counts
+from baselines.sanity_check import (
+    SanityCheck,
+    SanityCheckSettings,
+    classifier_name,
+    has_residual_blocks,
+    smart_ratio_counts,
+)
 from baselines.snip import snip_scores
 from baselines.synflow import linearized_copy, synflow_mask, synflow_scores
+from bench.errors import BenchError
 from bench.masks import keep_count, prunable_parameters
 from bench.models import ModelInput, build_model
 
@@ -120,6 +127,28 @@ def test_smart_ratios_sum_exactly_and_decrease_with_depth(sparsity):
         assert counts[later] / sizes[later] <= counts[earlier] / sizes[earlier] + 1.0 / sizes[later]
     assert counts[convs[0]] / sizes[convs[0]] > counts[convs[-1]] / sizes[convs[-1]]
     assert all(0 <= counts[name] <= sizes[name] for name in sizes)
+
+
+def test_smart_ratios_on_vgg_follow_the_official_rule_for_plain_networks():
+    """Official `SmartRatio` for every arch but resnet: conv l keeps p_l = k ((L-l+1)^2 + (L-l+1)) / l^2."""
+    model = build_model("vgg11", ModelInput(3, 10, 32), seed=0)
+    assert not has_residual_blocks(model) and has_residual_blocks(build_model("resnet20", ModelInput(3, 10, 32), 0))
+    sizes = {name: weight.numel() for name, weight in prunable_parameters(model).items()}
+    classifier, layers = classifier_name(model), len(sizes)
+    counts = smart_ratio_counts(sizes, classifier, 0.98, 0.3, "plain")
+    assert sum(counts.values()) == keep_count(sum(sizes.values()), 0.98)
+    convs = [name for name in sizes if name != classifier]
+    # the first conv saturates (keeps all) and carries its overflow into the second; the rest keep k r_l / l^2
+    assert counts[convs[0]] == sizes[convs[0]] and counts[convs[1]] < sizes[convs[1]]
+    scaled = [counts[name] / sizes[name] * position**2 / ((layers - position + 1) ** 2 + (layers - position + 1))
+              for position, name in enumerate(convs, start=1) if position > 2]
+    assert max(scaled) == pytest.approx(min(scaled), rel=0.01)
+    assert counts != smart_ratio_counts(sizes, classifier, 0.98, 0.3, "resnet")
+    # "auto" picks the plain rule for VGG
+    masks = SanityCheck(SanityCheckSettings()).prune(model, [], 0.98, seed=1, input_shape=None)
+    assert {name: int(mask.sum()) for name, mask in masks.items()} == counts
+    with pytest.raises(BenchError, match="layer_ratios = 'vgg'; accepted: auto, resnet, plain"):
+        SanityCheckSettings(layer_ratios="vgg")
 
 
 def test_flow_prune_round_fractions_follow_section_5():
