@@ -71,6 +71,7 @@ from methods.spectrum import (
     LipschitzEstimate,
     SecantOperators,
     Spectrum,
+    Split,
     choose_split,
     prunable_hessian,
     slq,
@@ -81,9 +82,10 @@ STAGE_VERSION = 2
 trajectory's state, `rewind_epoch` in no key."""
 SELECTIONS = ("magnitude", "slow-manifold")
 TOP_EIGENVALUE_SOURCES = ("ritz", "power")
-ANALYSIS_VERSION = 2
+ANALYSIS_VERSION = 3
 """Part of the analysis and sweep cache keys: 2 = early-stopped SLQ with residual bounds, Ritz top
-eigenvalues, K with its diagnostics, in float64 where needed (version 1 analyses are not reused)."""
+eigenvalues, K with its diagnostics, in float64 where needed; 3 = K first, SLQ stopped once the split
+and s* are settled (older analyses are not reused)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,8 @@ class IMCSettings:
     hessian_batches: int = field(default=1, metadata={"help": "fixed Hessian batches (pooled into one sample)"})
     slq_runs: int = field(default=8, metadata={"help": "most SLQ runs (random start vectors)"})
     slq_early_stop: bool = field(default=True, metadata={
-        "help": "stop SLQ once two consecutive runs have as many converged top Ritz values (false: all runs)"})
+        "help": "stop SLQ once two consecutive pooled runs give the same split and s* under the gap rule at "
+                "the analysis' K (false: all runs)"})
     lanczos_steps: int = field(default=100, metadata={"help": "Lanczos steps per SLQ run"})
     top_eigenvalues: int = field(default=5, metadata={"help": "top Hessian eigenvalues recorded (diagnostic)"})
     top_eigenvalues_from: str = field(default="ritz", metadata={
@@ -162,10 +165,12 @@ class IMCSettings:
 
 PRETRAIN_KEYS = ("pretrain_epochs",)
 SAMPLE_KEYS = ("hessian_batch_size", "hessian_batches")
+GAP_RULE_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity")
 ANALYSIS_KEYS = ("slq_runs", "slq_early_stop", "lanczos_steps", "top_eigenvalues", "top_eigenvalues_from",
                  "power_iterations", "power_tolerance", "lipschitz_p", "lipschitz_delta", "lipschitz_samples",
                  "lipschitz_dtype", "hessian_change_iterations")
-SELECTION_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity", "select", "max_eigvecs")
+"""With `slq_early_stop` the analysis key also holds `GAP_RULE_KEYS`: the early stop asks the gap rule."""
+SELECTION_KEYS = GAP_RULE_KEYS + ("select", "max_eigvecs")
 SWEEP_KEYS = ("lipschitz_samples", "lipschitz_dtype", "hessian_change_iterations", "lipschitz_sweep_p",
               "lipschitz_sweep_delta")
 
@@ -191,6 +196,11 @@ QUICK_HPARAMS: dict[str, Any] = {
 
 ANALYSES_COMPUTED = 0
 """How many spectrum analyses this process has computed (the variants must share one)."""
+
+
+def split_reading(split: Split) -> tuple[float, str]:
+    """What SLQ's early stop compares between runs: s* and the rule that decided it."""
+    return split.sparsity, split.decided_by
 
 
 def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
@@ -228,7 +238,8 @@ class IMCAnalysis:
         self.settings = settings
         self.pretrain_key = pretrain_key(context.spec, context.train_settings, settings)
         self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
-        self.analysis_key = self.sample_key | settings.subset(ANALYSIS_KEYS) | {"analysis_version": ANALYSIS_VERSION}
+        analysis_keys = ANALYSIS_KEYS + (GAP_RULE_KEYS if settings.slq_early_stop else ())
+        self.analysis_key = self.sample_key | settings.subset(analysis_keys) | {"analysis_version": ANALYSIS_VERSION}
         self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
         self.stages: dict[str, StageResult] = {}
         self._pretrained: dict[str, Any] | None = None
@@ -302,18 +313,19 @@ class IMCAnalysis:
         seconds: dict[str, float] = {}
         hvps: dict[str, int] = {}
         started = time.perf_counter()
-        with prunable_hessian(model, inputs, labels) as operator:
-            spectrum, seconds["slq"] = self._timed(lambda: slq(
-                operator, settings.slq_runs, settings.lanczos_steps, context.seed("imc", "slq"),
-                early_stop=settings.slq_early_stop))
-            hvps["slq"] = operator.hvps
-            top, seconds["top_eigenvalues"] = self._timed(lambda: self._top_eigenvalues(operator, spectrum))
-            dimension = operator.dimension
-        with self.secant_operators(model, inputs, labels) as operators:
+        with self.secant_operators(model, inputs, labels) as operators:  # first: SLQ's early stop needs K
             lipschitz, seconds["lipschitz"] = self._timed(
                 lambda: self.lipschitz(operators, settings.lipschitz_p, settings.lipschitz_delta))
             hvps["lipschitz"] = operators.hvps()
         seconds["lipschitz_diagnostics"] = lipschitz.diagnostics_s
+        rule = self.gap_rule(lipschitz.value, settings.spectrum_count)
+        settled = (lambda pooled: split_reading(choose_split(pooled, rule))) if settings.slq_early_stop else None
+        with prunable_hessian(model, inputs, labels) as operator:
+            spectrum, seconds["slq"] = self._timed(lambda: slq(
+                operator, settings.slq_runs, settings.lanczos_steps, context.seed("imc", "slq"), settled))
+            hvps["slq"] = operator.hvps
+            top, seconds["top_eigenvalues"] = self._timed(lambda: self._top_eigenvalues(operator, spectrum))
+            dimension = operator.dimension
         return {"spectrum": asdict(spectrum), "top_eigenvalues": top["values"],
                 "top_eigenvalues_source": top["source"], "lipschitz": asdict(lipschitz),
                 "dimension": dimension, "sample_size": int(labels.numel()), "parts_s": seconds, "hvps": hvps,
@@ -340,10 +352,8 @@ class IMCAnalysis:
         settings, analysis = self.settings, self.analysis
         started = time.perf_counter()
         spectrum = Spectrum(**analysis["spectrum"])
-        lipschitz = analysis["lipschitz"]["value"] if settings.lipschitz_override is None \
-            else settings.lipschitz_override
-        splits = {count: choose_split(spectrum, GapRule(lipschitz, settings.gap_resolution, settings.max_sparsity, count))
-                  for count in SPECTRUM_COUNTS}
+        lipschitz = self.gap_rule(analysis["lipschitz"]["value"], settings.spectrum_count).lipschitz
+        splits = {count: choose_split(spectrum, self.gap_rule(lipschitz, count)) for count in SPECTRUM_COUNTS}
         split = splits[settings.spectrum_count]
         sparsity = split.sparsity if self.context.sparsity is None else self.context.sparsity
         model = self.model_at(self.pretrained["theta_P"])
@@ -358,6 +368,12 @@ class IMCAnalysis:
         return {"splits": {count: value.as_dict() for count, value in splits.items()}, "lipschitz_used": lipschitz,
                 "pruned_sparsity": sparsity, "masks": masks_to(masks, "cpu"), "eigvecs_used": eigvecs_used,
                 "seconds": time.perf_counter() - started}
+
+    def gap_rule(self, estimated_lipschitz: float, spectrum_count: str) -> GapRule:
+        """The gap rule at K (the estimate, or `lipschitz_override`) with the job's settings."""
+        settings = self.settings
+        lipschitz = estimated_lipschitz if settings.lipschitz_override is None else settings.lipschitz_override
+        return GapRule(lipschitz, settings.gap_resolution, settings.max_sparsity, spectrum_count)
 
     def _fast_energy(self, model: nn.Module, sparsity: float, threshold: float | None
                      ) -> tuple[dict[str, torch.Tensor], int]:

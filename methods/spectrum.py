@@ -21,9 +21,9 @@ the theory is Theorem 5 of the IMC paper's supplement (`../shared/paper/imc-supp
   early when the residual norm beta falls below `BREAKDOWN_TOLERANCE` times the largest |alpha| (an
   invariant subspace: the quadrature is then exact), and the steps are capped at the dimension d.
   Each Ritz value keeps its residual bound beta_m |s_mj| (||H y - theta y|| for its Ritz vector y:
-  an eigenvalue of H lies within it). With `early_stop`, runs stop once two consecutive runs have as
-  many converged leading Ritz values (residual bound <= `RITZ_TOLERANCE` x the run's spread): the
-  count above any gap among them is then settled, and more runs would only refine the `mass` reading.
+  an eigenvalue of H lies within it). With `settled` (a function of the pooled spectrum, e.g. IMC's
+  split and the s* it gives), runs stop once two consecutive pooled spectra give the same value: the
+  count above the split is then settled, and more runs would only refine the `mass` reading.
 - `remainder_difference` and `lipschitz_estimate`: F(U) = -grad L(W+U) + grad L(W) + H U and the
   secant estimate K = max over random pairs (U_a, U_b) with ||U||_p = Delta of
   ||F(U_a) - F(U_b)||_p / ||U_a - U_b||_p; a pair costs two gradients and one HVP (grad L(W) cancels).
@@ -46,7 +46,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
@@ -222,12 +222,6 @@ class LanczosRun:
     weights: torch.Tensor
     residuals: torch.Tensor
 
-    def converged_top(self) -> int:
-        """How many of the largest Ritz values have converged (residual bound <= RITZ_TOLERANCE x spread)."""
-        spread = float(self.values.max() - self.values.min()) if self.values.numel() > 1 else 1.0
-        converged = (self.residuals <= RITZ_TOLERANCE * max(spread, 1e-30)).flip(0)
-        return int(converged.numel() if converged.all() else torch.nonzero(~converged)[0])
-
 
 @dataclass
 class Spectrum:
@@ -311,22 +305,33 @@ def lanczos(operator: HessianOperator, steps: int, seed: int) -> LanczosRun:
     return LanczosRun(values=values, weights=vectors[0] ** 2, residuals=betas[-1] * vectors[-1].abs())
 
 
-def slq(operator: HessianOperator, runs: int, steps: int, seed: int, early_stop: bool = False) -> Spectrum:
+def slq(operator: HessianOperator, runs: int, steps: int, seed: int,
+        settled: Callable[[Spectrum], Hashable] | None = None) -> Spectrum:
     """Stochastic Lanczos quadrature: the nodes and weights of up to `runs` Lanczos runs, pooled.
 
-    With `early_stop`, it stops after the second run or later once the last two runs have the same
-    number of converged leading Ritz values.
+    With `settled`, it stops after the second run or later once `settled` of the runs so far equals
+    `settled` of the runs before the last one.
     """
     done: list[LanczosRun] = []
+    before: Hashable = None
     for run in range(runs):
         done.append(lanczos(operator, steps, derive_seed(seed, "lanczos", run)))
-        if early_stop and len(done) >= 2 and done[-1].converged_top() == done[-2].converged_top():
-            break
+        spectrum = pooled_spectrum(done, steps, operator.dimension)
+        if settled is not None:
+            now = settled(spectrum)
+            if len(done) >= 2 and now == before:
+                break
+            before = now
+    return spectrum
+
+
+def pooled_spectrum(done: list[LanczosRun], steps: int, dimension: int) -> Spectrum:
+    """The spectral measure of Lanczos runs pooled: every run's nodes, each weight divided by the runs."""
     all_nodes = torch.cat([item.values for item in done])
     all_weights = torch.cat([item.weights for item in done]) / len(done)
     order = torch.argsort(all_nodes, descending=True, stable=True)
     return Spectrum(nodes=all_nodes[order].tolist(), weights=all_weights[order].tolist(), runs=len(done),
-                    steps=steps, dimension=operator.dimension,
+                    steps=steps, dimension=dimension,
                     ritz_values=[item.values.flip(0).tolist() for item in done],
                     ritz_residuals=[item.residuals.flip(0).tolist() for item in done])
 

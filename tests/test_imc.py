@@ -121,10 +121,11 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
     assert 0.0 <= extra["lipschitz_relu_flip_share"] == estimate["relu_flip_share"] < 1.0
     assert len(estimate["relu_flip_shares"]) == HPARAMS["lipschitz_samples"]
 
-    # the same analysis (cached) with an absurd K: no admissible gap is s* = 0, recorded, not an error
+    # an absurd K: no admissible gap is s* = 0, recorded, not an error (an analysis of its own: SLQ's
+    # early stop asks the gap rule at that K; without the early stop it is the same analysis)
     before = imc.ANALYSES_COMPUTED
     no_gap = run(tmp_path, spec_of("imc-analysis", lipschitz_override=1e9))
-    assert imc.ANALYSES_COMPUTED == before
+    assert imc.ANALYSES_COMPUTED == before + 1 and no_gap["extra"]["slq_runs_used"] == 2
     assert no_gap["extra"]["found_sparsity"] == 0.0 and no_gap["achieved_sparsity"] == 0.0
     assert no_gap["extra"]["spectral_gap"] == "no spectral gap"
 
@@ -137,7 +138,7 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
 
     # today's budget before the exact count (for timing old against new): all runs, power iteration, float32
     legacy = run(tmp_path, spec_of("imc-analysis", **imc.LEGACY_ANALYSIS_HPARAMS))["extra"]
-    assert imc.ANALYSES_COMPUTED == before + 1
+    assert imc.ANALYSES_COMPUTED == before + 2
     assert legacy["slq_runs_used"] == HPARAMS["slq_runs"] and legacy["top_eigenvalues_source"] == "power"
     assert legacy["lipschitz_estimate"]["dtype"] == "torch.float32"
 
@@ -145,7 +146,7 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
 def test_analysis_cache_key_carries_the_analysis_version(tmp_path):
     context = context_for(tmp_path, spec_of("imc-analysis"))
     analysis = imc.IMCAnalysis(context, context.method.settings)
-    assert analysis.analysis_key["analysis_version"] == imc.ANALYSIS_VERSION == 2
+    assert analysis.analysis_key["analysis_version"] == imc.ANALYSIS_VERSION == 3
     assert analysis.selection_key["analysis_version"] == imc.ANALYSIS_VERSION
 
 

@@ -120,15 +120,22 @@ def test_exact_count_top_ritz_values_and_early_stop_match_the_exact_spectrum():
     model, inputs, labels = trained_mlp(hidden=24, dtype=torch.float64)  # 1,776 weights, float64
     eigenvalues = exact_eigenvalues(model, inputs, labels).flip(0)
     with prunable_hessian(model, inputs, labels) as operator:
-        spectrum = slq(operator, runs=8, steps=100, seed=0, early_stop=True)
         lipschitz = lipschitz_estimate(operator, p=2.0, delta=0.01, samples=2, seed=0).value
+        rule = GapRule(lipschitz, gap_resolution=0.01, max_sparsity=0.95, spectrum_count="count")
+        readings = []
+        spectrum = slq(operator, runs=8, steps=100, seed=0,
+                       settled=lambda pooled: readings.append(choose_split(pooled, rule).sparsity) or readings[-1])
+        everything = slq(operator, runs=8, steps=100, seed=0)
     assert spectrum.dimension == eigenvalues.numel() == 1776
-    assert 2 <= spectrum.runs < 8  # stopped once two runs converged as many top Ritz values
+    # stopped at the first run whose pooled split gives the s* of the runs before it, never earlier
+    assert 2 <= spectrum.runs < 8 and len(readings) == spectrum.runs
+    assert readings[-1] == readings[-2] and all(a != b for a, b in zip(readings[:-2], readings[1:-1], strict=True))
+    assert everything.runs == 8 and choose_split(everything, rule).sparsity == readings[-1]
     # the top eigenvalues are SLQ's largest Ritz values, exact without any power iteration
     top, residuals = spectrum.top_ritz(5)
     assert torch.allclose(torch.tensor(top, dtype=torch.float64), eigenvalues[:5], rtol=1e-8)
     assert max(residuals) < 1e-6
-    split = choose_split(spectrum, GapRule(lipschitz, gap_resolution=0.01, max_sparsity=0.95, spectrum_count="count"))
+    split = choose_split(spectrum, rule)
     exact_k = int((eigenvalues > split.threshold).sum())
     assert split.decided_by == "count" and split.reason == "largest admissible fraction"
     assert exact_k >= 5 and split.count == exact_k and set(split.count_runs) == {exact_k}
