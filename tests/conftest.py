@@ -21,7 +21,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["PRUNEBENCH_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    torch.set_num_threads(2)
+    if "OMP_NUM_THREADS" not in os.environ:  # a run beside a background job sets it (threads would spin)
+        torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
