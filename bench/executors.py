@@ -55,7 +55,7 @@ from bench.atomic import CorruptFileError, load_checked
 from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
-from bench.jobs import request_stages, run_job
+from bench.jobs import request_stages, run_job, stage_folders
 from bench.progress import Progress
 from bench.provenance import REPO_ROOT
 from bench.slurm_limits import check_request
@@ -138,17 +138,27 @@ class SpecJob(submitit.helpers.Checkpointable):
 
 
 def describe_resume(folder: Path) -> str:
-    """One log line: which attempt this is and which epoch checkpoints it resumes from."""
+    """One log line: which attempt this is and which epoch checkpoints it resumes from, its own and those
+    of the shared stages it reads (`<stage folder>/train at epoch 3`)."""
     status = read_status(folder)
     checkpoints = []
-    for path in sorted((folder / "ckpt").glob("*.pt")):
-        if path.name.endswith((".snapshot.pt", ".previous.pt")):
-            continue
-        try:
-            state = load_checked(path)
-        except CorruptFileError:  # the trainer sets it aside and says so
-            continue
-        checkpoints.append(f"{path.stem} {'complete' if state.get('complete') else 'at epoch ' + str(state.get('next_epoch'))}")
+    places = [(folder, "")]
+    if (folder / "spec.json").exists():
+        places += [(stage, f"{stage.name}/") for stage in stage_folders(folder)]
+    for place, prefix in places:
+        for path in sorted((place / "ckpt").glob("*.pt")):
+            if path.name.endswith((".snapshot.pt", ".previous.pt")):
+                continue
+            try:
+                state = load_checked(path)
+            except CorruptFileError:  # the trainer sets it aside and says so
+                continue
+            if state.get("complete"):
+                checkpoints.append(f"{prefix}{path.stem} complete")
+            elif "next_epoch" in state:  # a training phase's (`bench.train`)
+                checkpoints.append(f"{prefix}{path.stem} at epoch {state['next_epoch']}")
+            else:  # a method's own (e.g. a search's)
+                checkpoints.append(f"{prefix}{path.stem} checkpoint")
     where = f"resuming from {', '.join(checkpoints)}" if checkpoints else "starting from scratch"
     return f"prunebench job {folder.name}: state {status['state']}, attempt {status.get('attempt', 0) + 1}, {where}"
 

@@ -45,7 +45,7 @@ from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
 from bench.provenance import provenance
 from bench.spec import FOUND, JobSpec, RunSettings
-from bench.stages import request
+from bench.stages import StageNeed, request
 from bench.store import CORRUPT, DONE, FAILED, RUNNING, job_lock, read_status
 from bench.train import EpochLog, Trainer, TrainSettings
 from methods.base import JobContext, Method, build_settings, check_ablation, check_record
@@ -156,16 +156,27 @@ def method_for(spec: JobSpec) -> Method:
     return method
 
 
+def stage_needs(spec: JobSpec) -> list[StageNeed]:
+    """The shared stages the job declares (`Method.stage_needs`); none where a setting is bad (the job
+    fails with it when it runs)."""
+    try:
+        return method_for(spec).stage_needs(spec, train_settings_for(spec))
+    except BenchError:
+        return []
+
+
 def request_stages(results: Path, specs: Iterable[JobSpec]) -> None:
-    """Ask the shared stages the jobs declare (`Method.stage_needs`) for their snapshots, before any job
-    runs, so the first job that computes a stage keeps what every job of the plan reads."""
+    """Ask the shared stages the jobs declare for their snapshots, before any job runs, so the first job
+    that computes a stage keeps what every job of the plan reads."""
     for spec in specs:
-        try:
-            needs = method_for(spec).stage_needs(spec, train_settings_for(spec))
-        except BenchError:  # a bad setting: the job fails with it when it runs
-            continue
-        for need in needs:
+        for need in stage_needs(spec):
             request(results, need.stage, need.requests)
+
+
+def stage_folders(folder: Path) -> list[Path]:
+    """The folders of the shared stages that the job in `folder` (its spec.json) reads."""
+    spec = JobSpec.from_dict(read_json(Path(folder) / "spec.json")["spec"])
+    return [need.stage.folder(Path(folder).parent.parent) for need in stage_needs(spec)]
 
 
 def make_context(spec: JobSpec, run: RunSettings, folder: Path, results: Path) -> JobContext:

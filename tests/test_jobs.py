@@ -87,6 +87,8 @@ def test_killed_job_resumes_to_the_same_numbers(tmp_path):
     import sys
     import time
 
+    import torch
+
     job = spec(dataset="digits", train={"epochs": 4})
     run_spec(tmp_path / "uninterrupted", job)
     expected = json.loads((job_dir(tmp_path / "uninterrupted", job) / "metrics.json").read_text())[0]
@@ -94,7 +96,9 @@ def test_killed_job_resumes_to_the_same_numbers(tmp_path):
     command = [sys.executable, "-m", "bench.run", "--methods", "magnitude", "--dataset", "digits", "--arch", TINY_ARCH,
                "--epochs", "4", "--sparsity", "0.5", "--device", "cpu", "--results", str(tmp_path / "killed")]
     folder = job_dir(tmp_path / "killed", job)
-    process = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": "2"}, stdout=subprocess.DEVNULL)
+    # the same CPU threads as this process, which runs the uninterrupted job and the resumed one
+    threads = str(torch.get_num_threads())
+    process = subprocess.Popen(command, env=os.environ | {"OMP_NUM_THREADS": threads}, stdout=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and process.poll() is None:
         log = folder / "epochs.csv"

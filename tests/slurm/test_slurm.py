@@ -119,11 +119,11 @@ def test_requeue_resumes_from_checkpoint(tmp_path: Path) -> None:
         submit(grid, tmp_path / name)
     for name, command in interrupts.items():
         (entry,) = submissions(tmp_path / name)
-        epochs_csv = tmp_path / name / "jobs" / entry["job_id"] / "epochs.csv"
+        stages = tmp_path / name / "stages"  # the dense job trains the shared dense trajectory
 
-        def mid_training(epochs_csv: Path = epochs_csv) -> bool:
-            rows = epochs_csv.read_text().splitlines()[1:] if epochs_csv.exists() else []
-            return len(rows) >= 3
+        def mid_training(stages: Path = stages) -> bool:
+            logs = list(stages.glob("dense-trajectory-*/epochs.csv"))
+            return bool(logs) and len(logs[0].read_text().splitlines()[1:]) >= 3
 
         wait_for(mid_training, 120, f"three trained epochs before {name}")
         subprocess.run([*command, entry["slurm_id"]], check=True)
@@ -144,11 +144,12 @@ def test_requeue_resumes_from_checkpoint(tmp_path: Path) -> None:
         log = Path(entry["log"]).read_text()
         assert "attempt 1, starting from scratch" in log, f"{name}: the log keeps every attempt"
         resumed = [line for line in log.splitlines() if "attempt 2" in line]
-        assert resumed and "resuming from train at epoch" in resumed[0], (name, log)
+        assert resumed and "/train at epoch" in resumed[0], (name, log)  # the trajectory's checkpoint
         assert int(resumed[0].rsplit("epoch ", 1)[1]) >= 3, name
         provenance = json.loads((folder / "provenance.json").read_text())
         assert provenance["slurm"]["SLURM_RESTART_COUNT"] == "1", name
-        epochs = [line.split(",")[1] for line in (folder / "epochs.csv").read_text().splitlines()[1:]]
+        (trajectory,) = (tmp_path / name / "stages").glob("dense-trajectory-*")
+        epochs = [line.split(",")[1] for line in (trajectory / "epochs.csv").read_text().splitlines()[1:]]
         assert epochs == [str(epoch) for epoch in range(REQUEUE_EPOCHS)], f"{name}: every epoch logged once"
         ours = json.loads((folder / "metrics.json").read_text())[0]
         assert (ours["accuracy"], ours["test_loss"]) == (reference["accuracy"], reference["test_loss"]), name
