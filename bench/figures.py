@@ -26,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.paper import PAPER_NAMES  # noqa: E402
+from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES  # noqa: E402
 from bench.tables import found_rows, method_order, number  # noqa: E402
 
 
@@ -47,10 +47,10 @@ def _points(group: pd.DataFrame) -> pd.DataFrame:
 
 def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
     group = records[(records.dataset == dataset) & (records.arch == arch)]
-    methods = [name for name in method_order(group.method) if name != "dense"]
+    methods = [name for name in method_order(group.method) if name != BASELINE]
     if not methods:
         return []
-    dense = group[group.method == "dense"].accuracy * 100
+    dense = group[group.method == BASELINE].accuracy * 100
     columns = min(4, len(methods))
     rows = math.ceil(len(methods) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True,
@@ -62,7 +62,7 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
                           color="C0", alpha=0.25)
         if not dense.empty:
             spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
-            axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label="dense")
+            axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label=BASELINE)
             axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.1)
         axis.set_title(PAPER_NAMES.get(method, method), fontsize=9)
         axis.set_xlabel("sparsity")
@@ -84,7 +84,7 @@ WIDE_DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 def method_styles(methods) -> dict[str, dict]:
     """Colour and marker of each (non-dense) method, by the paper's row order, so that a method looks
     the same in every figure of one dataset and arch."""
-    order = [name for name in method_order(methods) if name != "dense"]
+    order = [name for name in method_order(methods) if name != BASELINE]
     return {name: {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
             for index, name in enumerate(order)}
 
@@ -104,11 +104,11 @@ def _density_axis(axis, lowest: float) -> None:
 def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
     """Every method on one axes: mean accuracy and std band over trials against density."""
     group = records[(records.dataset == dataset) & (records.arch == arch)]
-    methods = [name for name in method_order(group.method) if name != "dense"]
+    methods = [name for name in method_order(group.method) if name != BASELINE]
     if not methods:
         return []
     figure, axis = plt.subplots(figsize=(8.5, 4.8), layout="constrained")
-    dense = group[group.method == "dense"].accuracy * 100
+    dense = group[group.method == BASELINE].accuracy * 100
     if not dense.empty:
         spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
         axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label="Dense (mean ± std)")
@@ -160,7 +160,7 @@ def representative_jobs(group: pd.DataFrame, target: float | None, tolerance: fl
 
 def layer_density(records: pd.DataFrame, layers: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
     """Density of every prunable layer for each method at one sparsity, with the layers' sizes."""
-    group = records[(records.dataset == dataset) & (records.arch == arch) & (records.method != "dense")]
+    group = records[(records.dataset == dataset) & (records.arch == arch) & (records.method != BASELINE)]
     if group.empty or layers.empty:
         return []
     label, target = comparison_target(group)
@@ -205,14 +205,14 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
     group = records[(records.dataset == dataset) & (records.arch == arch)]
     if group.empty or epochs.empty:
         return []
-    label, target = comparison_target(group[group.method != "dense"]) if (group.method != "dense").any() \
-        else ("dense", None)
-    chosen = pd.concat([representative_jobs(group[group.method != "dense"], target),
-                        group[(group.method == "dense") & (group.trial == group.trial.min())]])
+    label, target = comparison_target(group[group.method != BASELINE]) if (group.method != BASELINE).any() \
+        else (BASELINE, None)
+    chosen = pd.concat([representative_jobs(group[group.method != BASELINE], target),
+                        group[(group.method == BASELINE) & (group.trial == group.trial.min())]])
     figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
     plotted = 0
     styles = method_styles(group.method)
-    for method in [*[name for name in method_order(chosen.method) if name != "dense"], "dense"]:
+    for method in [*[name for name in method_order(chosen.method) if name != BASELINE], BASELINE]:
         if method not in set(chosen.method):
             continue
         job_id = chosen[chosen.method == method].iloc[0].job_id
@@ -222,7 +222,7 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         trained = pd.Series(range(1, len(rows) + 1), index=rows.index)
         tested = rows.test_accuracy.notna()  # the test pass runs every train.eval_every epochs
         # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
-        style = {"color": "k", "linestyle": "--"} if method == "dense" else {"color": styles[method]["color"]}
+        style = {"color": "k", "linestyle": "--"} if method == BASELINE else {"color": styles[method]["color"]}
         name = PAPER_NAMES.get(method, method)
         style |= {"marker": "o", "markersize": 2.5} if len(rows) <= 40 else {}  # short runs: show each point
         accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, label=name, **style)
@@ -298,7 +298,7 @@ SENSITIVITY = {  # setting varied: (figure title, metric, axis label)
 
 def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
     """One figure per setting that varies among the IMC jobs (figures 3-6 of the paper)."""
-    imc = records[records.method.str.startswith("imc-")].copy()
+    imc = records[records.method.isin(IMC_ROWS + ANALYSIS_ONLY)].copy()
     if imc.empty:
         return []
     settings = imc.hparams.map(json.loads).combine(imc.train.map(json.loads), lambda h, t: h | t)

@@ -18,6 +18,10 @@ METHOD_ORDER = (
     "dense", "flow-prune", "snip", "synflow", "lth-reinit", "lth-rewind", "lth-finetune", "grasp",
     "sanity-check", "continuous-sparsification", "imc-reinit", "imc-rewind", "imc-finetune",
 )
+BASELINE = METHOD_ORDER[0]
+"""The paper's Baseline row (the dense network): the control line of every figure."""
+IMC_ROWS = METHOD_ORDER[-3:]
+"""The paper's three IMC rows (its variants): their s* is the report's found sparsity."""
 ANALYSIS_ONLY = ("imc-analysis", "imc-lipschitz")
 """Jobs that analyse without retraining (IMC's shared analysis, the K sweep): no row in the tables."""
 PAPER_NAMES = dict(zip(METHOD_ORDER, (
@@ -44,7 +48,7 @@ def paper_table_number(kind: str, dataset: str) -> int | None:
     return None if match.empty else int(match.table.iloc[0])
 
 
-PAPER_SPARSITY_METHOD = "imc-reinit"
+PAPER_SPARSITY_METHOD = IMC_ROWS[0]
 """Whose row gives the paper's s* in its "accuracy with found sparsity" tables (the three IMC variants
 report the same s* in every table)."""
 

@@ -21,10 +21,9 @@ import math
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.paper import ANALYSIS_ONLY, METHOD_ORDER, PAPER_NAMES, paper_row, paper_sparsity
+from bench.paper import ANALYSIS_ONLY, IMC_ROWS, METHOD_ORDER, PAPER_NAMES, paper_row, paper_sparsity
 from bench.spec import FOUND
 
-IMC_METHODS = ("imc-reinit", "imc-rewind", "imc-finetune")
 METRICS = {  # column: (record field, scale, decimals)
     "Sparsity": ("achieved_sparsity", 1.0, 2),
     "Accuracy": ("accuracy", 100.0, 1),
@@ -42,7 +41,7 @@ def method_order(methods) -> list[str]:
 
 def found_sparsity_by_trial(records: pd.DataFrame) -> dict[int, float]:
     """IMC's s* per trial: the achieved sparsity of its records (all variants share one analysis)."""
-    imc = records[records.method.isin(IMC_METHODS) & (records.level == "none")]  # not the paper-level jobs
+    imc = records[records.method.isin(IMC_ROWS) & (records.level == "none")]  # not the paper-level jobs
     return imc.groupby("trial").achieved_sparsity.mean().to_dict()
 
 
