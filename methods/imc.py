@@ -10,7 +10,7 @@ code. Pipeline, per (dataset, arch, trial, recipe, IMC settings):
    `rewind_epoch` epochs) and theta_P (after `pretrain_epochs`) are that run's states, trained once
    for the dense job, magnitude, the LTH variants and every IMC job of the trial and recipe;
 2. at theta_P: the Hessian spectrum over the prunable weights by stochastic Lanczos quadrature on
-   PyHessian's Hessian-vector products (runs until the count of converged top Ritz values is stable),
+   PyHessian's Hessian-vector products (runs until the split and s* of step 3 are stable, K first),
    the top eigenvalues (the largest converged Ritz values; PyHessian's power iteration where they do
    not suffice), and the secant estimate of the Lipschitz constant K(p, Delta) of
    F(U) = -grad L(W+U) + grad L(W) + H U, in float64 where float32 rounding would blur it, with what it measures: ||H(W+U) - H(W)|| and
