@@ -78,33 +78,37 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for small images."""
+class BasicBlockResNet(nn.Module):
+    """A 3x3 stride-1 stem (conv, BN, ReLU), stages of basic blocks of `widths` channels (the first block
+    of every stage but the first strides 2), global average pooling and a linear classifier."""
 
-    def __init__(self, depth: int, model_input: ModelInput):
+    def __init__(self, widths: tuple[int, ...], blocks_per_stage: int, model_input: ModelInput):
         super().__init__()
-        if (depth - 2) % 6 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
-        blocks_per_stage = (depth - 2) // 6
-        self.depth = depth
-        self.conv = nn.Conv2d(model_input.in_channels, STAGE_WIDTHS[0], 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(STAGE_WIDTHS[0])
+        self.conv = nn.Conv2d(model_input.in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(widths[0])
         blocks: list[nn.Module] = []
-        in_width = STAGE_WIDTHS[0]
-        for stage, width in enumerate(STAGE_WIDTHS):
+        in_width = widths[0]
+        for stage, width in enumerate(widths):
             for index in range(blocks_per_stage):
-                stride = 2 if stage > 0 and index == 0 else 1
-                blocks.append(BasicBlock(in_width, width, stride))
+                blocks.append(BasicBlock(in_width, width, 2 if stage > 0 and index == 0 else 1))
                 in_width = width
         self.blocks = nn.Sequential(*blocks)
         self.fc = nn.Linear(in_width, model_input.num_classes)
         reset_parameters(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn(self.conv(x)))
-        out = self.blocks(out)
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
-        return self.fc(out)
+        out = self.blocks(F.relu(self.bn(self.conv(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class CifarResNet(BasicBlockResNet):
+    """ResNet-(6n+2) for small images."""
+
+    def __init__(self, depth: int, model_input: ModelInput):
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
+        super().__init__(STAGE_WIDTHS, (depth - 2) // 6, model_input)
+        self.depth = depth
 
 
 def reset_parameters(model: nn.Module) -> None:
@@ -221,26 +225,11 @@ ARCHS.register_pattern("wrn{6n+4}-{k} (wrn16-8, wrn28-10, ...)", _resolve_wide_r
 RESNET18_WIDTHS = (64, 128, 256, 512)
 
 
-class ResNet18(nn.Module):
+class ResNet18(BasicBlockResNet):
     """ResNet-18, CIFAR form: 3x3 stride-1 stem, no max-pool, 2 basic blocks per stage of 64..512 channels."""
 
     def __init__(self, model_input: ModelInput, blocks_per_stage: int = 2):
-        super().__init__()
-        self.conv = nn.Conv2d(model_input.in_channels, RESNET18_WIDTHS[0], 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(RESNET18_WIDTHS[0])
-        blocks: list[nn.Module] = []
-        in_width = RESNET18_WIDTHS[0]
-        for stage, width in enumerate(RESNET18_WIDTHS):
-            for index in range(blocks_per_stage):
-                blocks.append(BasicBlock(in_width, width, 2 if stage > 0 and index == 0 else 1))
-                in_width = width
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(in_width, model_input.num_classes)
-        reset_parameters(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.blocks(F.relu(self.bn(self.conv(x))))
-        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+        super().__init__(RESNET18_WIDTHS, blocks_per_stage, model_input)
 
 
 ARCHS.register("resnet18")(ResNet18)
