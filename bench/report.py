@@ -24,11 +24,12 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import figures
-from bench.atomic import write_text
+from bench.atomic import CorruptFileError, write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
+from bench.jobs import stage_folders
 from bench.paper import paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_specs
 from bench.store import JOBS_FOLDER
@@ -86,11 +87,40 @@ def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def epochs_with_stages(collection: Collection) -> pd.DataFrame:
+    """Every done job's epochs in the order it trained them: the epochs it read from shared stages (the
+    dense trajectory logs its epochs once, in the stage's `epochs.csv`) first, as many as its record
+    counts beyond its own rows, then its own `epochs.csv`. So the dense job (no epochs of its own) shows
+    the trajectory, magnitude and LTH their dense run before their own phases, and IMC its pretraining
+    prefix; a stage that logs no epochs (Continuous Sparsification's search) adds none."""
+    own = job_csv(collection.jobs, "epochs.csv")
+    epochs = collection.records.groupby("job_id").epochs.max()
+    frames = []
+    for _, job in collection.jobs[collection.jobs.state == "done"].iterrows():
+        rows = own[own.job_id == job.job_id] if not own.empty else own
+        missing = int(epochs.get(job.job_id, 0)) - len(rows)
+        shared = [pd.read_csv(path) for path in (folder / "epochs.csv" for folder in _stage_folders(Path(job.folder)))
+                  if path.exists() and path.stat().st_size]
+        if missing > 0 and shared:
+            frames.append(pd.concat(shared, ignore_index=True).head(missing).assign(job_id=job.job_id))
+        frames.append(rows)
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _stage_folders(folder: Path) -> list[Path]:
+    """The job's shared stage folders (none where its spec names a method or setting not known here)."""
+    try:
+        return stage_folders(folder)
+    except (BenchError, CorruptFileError, KeyError, TypeError, ValueError):
+        return []
+
+
 def per_job_figures(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
     """The figures read from the jobs' own files: per-layer density and training curves."""
     records = collection.records
     return figures.layer_density(records, job_csv(collection.jobs, "layers.csv"), dataset, arch, folder) + \
-        figures.training_curves(records, job_csv(collection.jobs, "epochs.csv"), dataset, arch, folder)
+        figures.training_curves(records, epochs_with_stages(collection), dataset, arch, folder)
 
 
 def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
