@@ -1,0 +1,195 @@
+"""Paired statistics over trials: which accuracy differences between methods are real.
+
+Every method of one trial shares the init, the data order and the augmentation (`bench.seeds`), so
+trials are *paired*: the per-trial difference between two methods carries far less noise than either
+accuracy. For every comparison point (dataset, arch, sparsity level) this module gives
+
+- each method's per-trial accuracy difference to the dense control and to a reference method (IMC's
+  variants by default), with its mean, the 95% Student-t interval over the trials both methods ran
+  (`mean ± t(0.975, n-1) · sd / sqrt(n)`, sd the sample standard deviation of the differences) and
+  whether the interval excludes 0. A trial that one of the two lacks leaves the pair out and is named;
+  with fewer than two paired trials no interval exists and the row says so (its bounds are NaN).
+- a ranking: methods by mean accuracy; a method's rank is 1 + the number of methods whose paired
+  interval against it lies wholly above 0 (so methods that no interval separates share a rank), and
+  each row names the methods it cannot be told apart from.
+
+Comparison points follow the tables (`bench.tables`): every requested sparsity level of the records
+(an iterative method at its nearest round, the dense control at its own record), the paper's s* where
+its jobs ran, and `found` (IMC's s* per trial). An iterative method's round counts at a level only
+where it is within `ROUND_TOLERANCE` of it, so an LTH run of 2 rounds is not compared at 0.9.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+from scipy import stats
+
+from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES
+from bench.spec import FOUND
+from bench.tables import found_rows, method_order
+
+CONFIDENCE = 0.95
+ROUND_TOLERANCE = 0.05
+"""How far (in sparsity) an iterative method's nearest round may be from a level and still stand for it."""
+DIFFERENCE_COLUMNS = ["dataset", "arch", "level", "method", "against", "n", "mean", "ci_low", "ci_high",
+                      "excludes_zero", "left_out_trials"]
+RANKING_COLUMNS = ["dataset", "arch", "level", "rank", "method", "n", "accuracy", "ci_low", "ci_high",
+                   "tied_with"]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Mean and two-sided `CONFIDENCE` Student-t interval of paired differences (NaN bounds for n < 2)."""
+
+    n: int
+    mean: float
+    low: float
+    high: float
+
+    @property
+    def excludes_zero(self) -> bool:
+        return self.n >= 2 and (self.low > 0 or self.high < 0)
+
+
+def t_interval(values: list[float] | pd.Series) -> Interval:
+    """The mean of `values` and its t-interval over them (as paired differences, one per trial)."""
+    values = pd.Series(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean()) if n else math.nan
+    if n < 2:
+        return Interval(n, mean, math.nan, math.nan)
+    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    return Interval(n, mean, mean - half, mean + half)
+
+
+def _at_level(records: pd.DataFrame, level: str) -> pd.DataFrame:
+    """One record per (method, trial) at a numeric level: the jobs that ran there, iterative methods at
+    their nearest round (where within `ROUND_TOLERANCE`), and the dense control."""
+    target = float(level)
+    chosen = []
+    for _, group in records.groupby(["method", "trial"], sort=False):
+        at_level = group[group.level == level]
+        if not at_level.empty:
+            chosen.append(at_level.loc[[(at_level.achieved_sparsity - target).abs().idxmin()]])
+        elif group["round"].nunique() > 1:  # an iterative job asked for another level
+            distance = (group.achieved_sparsity - target).abs()
+            if distance.min() <= ROUND_TOLERANCE:
+                chosen.append(group.loc[[distance.idxmin()]])
+        elif (group.level == "none").all() and (group.achieved_sparsity == 0.0).all():
+            chosen.append(group.tail(1))  # the dense control
+    return pd.concat(chosen) if chosen else records.iloc[0:0]
+
+
+def comparison_points(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
+    """{(dataset, arch, level): one record per (method, trial)} for every level the records ran at."""
+    points = {}
+    records = records[~records.method.isin(ANALYSIS_ONLY)]
+    for (dataset, arch), group in records.groupby(["dataset", "arch"], sort=True):
+        numeric = sorted({level for level in group.level if level not in ("none", FOUND)}, key=float)
+        for level in numeric:
+            points[(dataset, arch, level)] = _at_level(group, level)
+        if (group.level == FOUND).any():
+            points[(dataset, arch, FOUND)] = found_rows(group)
+    return {key: rows for key, rows in points.items() if rows.method.nunique() > 1}
+
+
+def accuracy_by_trial(rows: pd.DataFrame) -> dict[str, pd.Series]:
+    """{method: accuracy (%) indexed by trial} of one comparison point."""
+    return {method: group.groupby("trial").accuracy.last() * 100.0 for method, group in rows.groupby("method")}
+
+
+def paired_difference(method: pd.Series, against: pd.Series) -> tuple[Interval, list[int]]:
+    """The interval of `method - against` over the trials both have, and the trials only one has."""
+    shared = method.index.intersection(against.index)
+    left_out = sorted(set(method.index).symmetric_difference(against.index))
+    return t_interval((method[shared] - against[shared]).tolist()), [int(trial) for trial in left_out]
+
+
+def references_present(methods, reference: str | None) -> list[str]:
+    """The methods every other is compared with besides dense: `reference`, or IMC's variants present."""
+    if reference is not None:
+        return [reference] if reference in methods else []
+    return [name for name in IMC_ROWS if name in methods]
+
+
+def differences(records: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """Every method's paired difference (percentage points) to dense and to the reference(s), per point."""
+    rows = []
+    for (dataset, arch, level), point in comparison_points(records).items():
+        accuracy = accuracy_by_trial(point)
+        for against in [BASELINE, *references_present(accuracy, reference)]:
+            if against not in accuracy:
+                continue
+            for method in method_order(accuracy):
+                if method == against:
+                    continue
+                interval, left_out = paired_difference(accuracy[method], accuracy[against])
+                rows.append({"dataset": dataset, "arch": arch, "level": level, "method": method,
+                             "against": against, "n": interval.n, "mean": interval.mean,
+                             "ci_low": interval.low, "ci_high": interval.high,
+                             "excludes_zero": interval.excludes_zero,
+                             "left_out_trials": ", ".join(map(str, left_out))})
+    return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
+
+
+def ranking(records: pd.DataFrame) -> pd.DataFrame:
+    """Per point, methods by mean accuracy; rank = 1 + the methods that are better by a paired interval."""
+    rows = []
+    for (dataset, arch, level), point in comparison_points(records).items():
+        accuracy = accuracy_by_trial(point)
+        for method, values in accuracy.items():
+            better, tied = 0, []
+            for other, other_values in accuracy.items():
+                if other == method:
+                    continue
+                interval, _ = paired_difference(other_values, values)
+                if interval.excludes_zero:
+                    better += interval.mean > 0
+                else:
+                    tied.append(other)
+            own = t_interval(values.tolist())
+            rows.append({"dataset": dataset, "arch": arch, "level": level, "rank": 1 + better, "method": method,
+                         "n": own.n, "accuracy": own.mean, "ci_low": own.low, "ci_high": own.high,
+                         "tied_with": ", ".join(method_order(tied))})
+    table = pd.DataFrame(rows, columns=RANKING_COLUMNS)
+    return table.sort_values(["dataset", "arch", "level", "rank", "accuracy"],
+                             ascending=[True, True, True, True, False], kind="stable").reset_index(drop=True)
+
+
+def interval_text(mean: float, low: float, high: float, n: int) -> str:
+    """`+1.23 [0.40, 2.06]`, or the mean with 'no interval (n = 1)' where n < 2."""
+    if n == 0:
+        return "—"
+    if n < 2:
+        return f"{mean:+.2f} (no interval, n = {n})"
+    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def shown_differences(table: pd.DataFrame) -> pd.DataFrame:
+    """The differences of one point as a reader sees them: paper names, interval text, a mark where it
+    excludes 0."""
+    return pd.DataFrame({
+        "Method": [PAPER_NAMES.get(method, method) for method in table.method],
+        "vs": [PAPER_NAMES.get(method, method) for method in table.against],
+        "Δ accuracy (points) [95% CI]": [interval_text(*values) for values in
+                                         zip(table["mean"], table.ci_low, table.ci_high, table.n, strict=True)],
+        "n": table.n.astype(int),
+        "≠ 0": ["yes" if excludes else "" for excludes in table.excludes_zero],
+        "trials left out": table.left_out_trials,
+    })
+
+
+def shown_ranking(table: pd.DataFrame) -> pd.DataFrame:
+    """The ranking of one point as a reader sees it."""
+    return pd.DataFrame({
+        "Rank": table["rank"].astype(int),
+        "Method": [PAPER_NAMES.get(method, method) for method in table.method],
+        "Accuracy (%) [95% CI]": [interval_text(*values).lstrip("+") for values in
+                                  zip(table.accuracy, table.ci_low, table.ci_high, table.n, strict=True)],
+        "n": table.n.astype(int),
+        "Not separable from": [", ".join(PAPER_NAMES.get(name, name) for name in tied.split(", ") if name)
+                               for tied in table.tied_with],
+    })
