@@ -159,13 +159,14 @@ def ranking(records: pd.DataFrame) -> pd.DataFrame:
                              ascending=[True, True, True, True, False], kind="stable").reset_index(drop=True)
 
 
-def interval_text(mean: float, low: float, high: float, n: int) -> str:
-    """`+1.23 [0.40, 2.06]`, or the mean with 'no interval (n = 1)' where n < 2."""
+def interval_text(mean: float, low: float, high: float, n: int, signed: bool = True) -> str:
+    """`+1.23 [+0.40, +2.06]`, or the mean with 'no interval, n = 1' where n < 2."""
+    sign = "+" if signed else ""
     if n == 0:
         return "—"
     if n < 2:
-        return f"{mean:+.2f} (no interval, n = {n})"
-    return f"{mean:+.2f} [{low:+.2f}, {high:+.2f}]"
+        return f"{mean:{sign}.2f} (no interval, n = {n})"
+    return f"{mean:{sign}.2f} [{low:{sign}.2f}, {high:{sign}.2f}]"
 
 
 def shown_differences(table: pd.DataFrame) -> pd.DataFrame:
@@ -187,7 +188,7 @@ def shown_ranking(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "Rank": table["rank"].astype(int),
         "Method": [PAPER_NAMES.get(method, method) for method in table.method],
-        "Accuracy (%) [95% CI]": [interval_text(*values).lstrip("+") for values in
+        "Accuracy (%) [95% CI]": [interval_text(*values, signed=False) for values in
                                   zip(table.accuracy, table.ci_low, table.ci_high, table.n, strict=True)],
         "n": table.n.astype(int),
         "Not separable from": [", ".join(PAPER_NAMES.get(name, name) for name in tied.split(", ") if name)
