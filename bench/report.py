@@ -6,9 +6,13 @@ as missing); `--grid NAME` reports a grid's jobs instead, `--all-jobs` every job
 outside the reported jobs are listed, never dropped. It builds one tidy table (one row per job and
 round) and writes to `--out` (default `<results>/report/`, with `--grid` `reports/<grid>/`):
   tables/<dataset>-<arch>-{found,best,paper}.{md,tex,csv}   our value beside the paper's, mean ± std (n)
+  tables/<dataset>-<arch>-{paired,ranking}-<level>.*   paired differences to dense and the reference
+                                                       (`--reference`, default IMC's variants) with 95%
+                                                       t-intervals over trials, and the ranking they give
   figures/*.png|pdf                                    accuracy vs density (all methods) and vs sparsity
                                                        (per method), per-layer density, training curves,
-                                                       cost, spectrum, sensitivity, Lipschitz
+                                                       cost, spectrum, sensitivity, Lipschitz, paired
+                                                       differences (forest plot) per sparsity level
   records.csv                                          the tidy table itself
   README.md                                            what ran, where, code version, missing/failed jobs
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import figures
+from bench import figures, paired
 from bench.atomic import write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
@@ -48,21 +52,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: <results>/report for the recorded plan, "
                                       "reports/<grid> with --grid, reports/all with --all-jobs)")
     parser.add_argument("--format", default="md,tex,csv", help="table formats, comma-separated: md, tex, csv")
+    parser.add_argument("--reference", help="method every other is compared with, paired by trial, besides dense "
+                                            "(default: IMC's variants where they ran)")
     return parser
 
 
 def write_table(summary: pd.DataFrame, base: Path, formats: tuple[str, ...]) -> str:
     """Write one table in each format; return its Markdown."""
-    shown = formatted(summary)
+    return write_frame(formatted(summary), summary, base, formats)
+
+
+def write_frame(shown: pd.DataFrame, raw: pd.DataFrame, base: Path, formats: tuple[str, ...]) -> str:
+    """Write a table as a reader sees it (`shown`: md, tex) and its numbers (`raw`: csv); return its Markdown."""
     markdown = tabulate(shown, headers="keys", tablefmt="github", showindex=False)
     if "md" in formats:
-        write_text(base.with_suffix(".md"), markdown + "\n")
+        write_text(base.with_name(f"{base.name}.md"), markdown + "\n")
     if "tex" in formats:
-        write_text(base.with_suffix(".tex"), tabulate(shown, headers="keys", tablefmt="latex_booktabs",
+        write_text(base.with_name(f"{base.name}.tex"), tabulate(shown, headers="keys", tablefmt="latex_booktabs",
                                                       showindex=False) + "\n")
     if "csv" in formats:
-        write_text(base.with_suffix(".csv"), summary.to_csv(index=False))
+        write_text(base.with_name(f"{base.name}.csv"), raw.to_csv(index=False))
     return markdown
+
+
+def paired_sections(records: pd.DataFrame, out: Path, formats: tuple[str, ...], reference: str | None) -> list[str]:
+    """Per comparison point: the paired differences to dense and the reference, the ranking, the forest plot."""
+    differences, ranks = paired.differences(records, reference), paired.ranking(records)
+    if differences.empty:
+        return []
+    sections = [PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
+    figure_paths = {path.stem: path for path in figures.paired_differences(differences, out / "figures")}
+    for (dataset, arch, level), point in differences.groupby(["dataset", "arch", "level"], sort=False):
+        base = out / "tables" / f"{dataset}-{arch}-paired-{level}"
+        markdown = write_frame(paired.shown_differences(point), point, base, formats)
+        ranked = ranks[(ranks.dataset == dataset) & (ranks.arch == arch) & (ranks.level == level)]
+        ranking_markdown = write_frame(paired.shown_ranking(ranked), ranked,
+                                       out / "tables" / f"{dataset}-{arch}-ranking-{level}", formats)
+        figure = figure_paths[f"paired-differences-{dataset}-{arch}-{level}"]
+        sections.append(f"### Paired differences: {dataset}, {arch}, sparsity {level}\n\n{markdown}\n\n"
+                        f"Ranking:\n\n{ranking_markdown}\n\n![paired differences {level}](figures/{figure.name})\n")
+    return sections
 
 
 def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
@@ -111,7 +140,7 @@ def outside_section(outside: pd.DataFrame) -> str:
 
 
 def write_report(collection: Collection, out: Path, title: str, description: str,
-                 formats: tuple[str, ...], outside: pd.DataFrame | None = None) -> Path:
+                 formats: tuple[str, ...], outside: pd.DataFrame | None = None, reference: str | None = None) -> Path:
     records, jobs = collection.records, collection.jobs
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -131,6 +160,7 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
+        sections += paired_sections(records, out, formats, reference)
         estimates = lipschitz_estimates(records)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
@@ -179,6 +209,19 @@ job, {len(collection.missing)} missing, corrupt or unfinished
     path = out / "README.md"
     write_text(path, readme)
     return path
+
+
+PAIRED_INTRO = """## Paired differences between methods
+
+All methods of one trial share the init, the data order and the augmentation, so each difference below is
+taken trial by trial: a method's accuracy minus dense's (and minus {reference}'s) in the same trial, in
+percentage points. Each cell is the mean difference and its 95% Student-t interval over the trials both
+methods finished (n); "≠ 0" marks an interval that excludes 0. A trial that only one of the two finished
+leaves the pair out and is listed; with n < 2 no interval exists. The ranking orders methods by mean
+accuracy; a method's rank is 1 + the number of methods whose paired interval against it lies wholly above 0,
+so the methods no interval separates share a rank. An iterative method (LTH) stands at a level with its
+nearest round, where that round is within 0.05 of the level.
+"""
 
 
 def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
@@ -237,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.grid)
         collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
-    path = write_report(collection, out, title, description, formats, outside_plan(results, collection))
+    if args.reference is not None and not collection.records.empty and args.reference not in set(collection.records.method):
+        raise BenchError(f"--reference {args.reference!r} has no finished job here; methods with records: "
+                         f"{', '.join(sorted(set(collection.records.method)))}")
+    path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
+                        args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
     return 0
 

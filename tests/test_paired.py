@@ -81,3 +81,27 @@ def test_ranking_ties_are_the_methods_no_interval_separates(collection):
 def test_t_interval_of_constant_differences_is_a_point():
     interval = t_interval([2.0, 2.0, 2.0])
     assert (interval.low, interval.high) == (2.0, 2.0) and interval.excludes_zero
+
+
+def test_forest_plot_is_written_per_level(collection, tmp_path):
+    from bench import figures
+
+    paths = figures.paired_differences(differences(collection.records), tmp_path / "figures")
+    assert [path.name for path in paths] == ["paired-differences-cifar10@5k-resnet20-0.5.png",
+                                             "paired-differences-cifar10@5k-resnet20-0.5.pdf"]
+    assert all(path.stat().st_size > 1000 for path in paths)
+
+
+def test_the_report_carries_the_paired_tables_and_refuses_an_unknown_reference(collection, tmp_path, capsys):
+    from bench.report import main
+
+    results = tmp_path / "results"
+    out = tmp_path / "report"
+    assert main(["--results", str(results), "--all-jobs", "--out", str(out), "--reference", "snip"]) == 0
+    readme = (out / "README.md").read_text()
+    assert "## Paired differences between methods" in readme
+    table = (out / "tables" / "cifar10@5k-resnet20-paired-0.5.md").read_text()
+    assert "+4.00 [+1.52, +6.48]" in table and "(no interval, n = 1)" in table
+    assert (out / "tables" / "cifar10@5k-resnet20-ranking-0.5.csv").exists()
+    assert main(["--results", str(results), "--all-jobs", "--out", str(out), "--reference", "nope"]) == 2
+    assert "--reference 'nope' has no finished job here" in capsys.readouterr().err
