@@ -136,14 +136,17 @@ def differences(records: pd.DataFrame, reference: str | None = None) -> pd.DataF
 
 
 def ranking(records: pd.DataFrame) -> pd.DataFrame:
-    """Per point, methods by mean accuracy; rank = 1 + the methods that are better by a paired interval."""
+    """Per point, methods by mean accuracy; rank = 1 + the methods that are better by a paired interval.
+
+    A method with fewer than two trials has no rank (NaN) and enters no other method's comparison."""
     rows = []
     for (dataset, arch, level), point in comparison_points(records).items():
         accuracy = accuracy_by_trial(point)
+        ranked = {method: values for method, values in accuracy.items() if len(values) >= 2}
         for method, values in accuracy.items():
             better, tied = 0, []
-            for other, other_values in accuracy.items():
-                if other == method:
+            for other, other_values in ranked.items():
+                if other == method or method not in ranked:
                     continue
                 interval, _ = paired_difference(other_values, values)
                 if interval.excludes_zero:
@@ -151,12 +154,13 @@ def ranking(records: pd.DataFrame) -> pd.DataFrame:
                 else:
                     tied.append(other)
             own = t_interval(values.tolist())
-            rows.append({"dataset": dataset, "arch": arch, "level": level, "rank": 1 + better, "method": method,
-                         "n": own.n, "accuracy": own.mean, "ci_low": own.low, "ci_high": own.high,
+            rows.append({"dataset": dataset, "arch": arch, "level": level,
+                         "rank": 1 + better if method in ranked else math.nan, "method": method, "n": own.n,
+                         "accuracy": own.mean, "ci_low": own.low, "ci_high": own.high,
                          "tied_with": ", ".join(method_order(tied))})
     table = pd.DataFrame(rows, columns=RANKING_COLUMNS)
-    return table.sort_values(["dataset", "arch", "level", "rank", "accuracy"],
-                             ascending=[True, True, True, True, False], kind="stable").reset_index(drop=True)
+    return table.sort_values(["dataset", "arch", "level", "rank", "accuracy"], ascending=[True, True, True, True, False],
+                             kind="stable", na_position="last").reset_index(drop=True)
 
 
 def interval_text(mean: float, low: float, high: float, n: int, signed: bool = True) -> str:
@@ -186,11 +190,12 @@ def shown_differences(table: pd.DataFrame) -> pd.DataFrame:
 def shown_ranking(table: pd.DataFrame) -> pd.DataFrame:
     """The ranking of one point as a reader sees it."""
     return pd.DataFrame({
-        "Rank": table["rank"].astype(int),
+        "Rank": ["—" if math.isnan(rank) else str(int(rank)) for rank in table["rank"]],
         "Method": [PAPER_NAMES.get(method, method) for method in table.method],
         "Accuracy (%) [95% CI]": [interval_text(*values, signed=False) for values in
                                   zip(table.accuracy, table.ci_low, table.ci_high, table.n, strict=True)],
         "n": table.n.astype(int),
-        "Not separable from": [", ".join(PAPER_NAMES.get(name, name) for name in tied.split(", ") if name)
-                               for tied in table.tied_with],
+        "Not separable from": [("fewer than 2 trials: not ranked" if math.isnan(rank) else
+                                ", ".join(PAPER_NAMES.get(name, name) for name in tied.split(", ") if name))
+                               for rank, tied in zip(table["rank"], table.tied_with, strict=True)],
     })

@@ -81,7 +81,8 @@ def paired_sections(records: pd.DataFrame, out: Path, formats: tuple[str, ...], 
     if differences.empty:
         return []
     sections = [PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
-    figure_paths = {path.stem: path for path in figures.paired_differences(differences, out / "figures")}
+    figure_paths = {path.stem: path for path in figures.paired_differences(differences, out / "figures")
+                    if path.suffix == ".png"}
     for (dataset, arch, level), point in differences.groupby(["dataset", "arch", "level"], sort=False):
         base = out / "tables" / f"{dataset}-{arch}-paired-{level}"
         markdown = write_frame(paired.shown_differences(point), point, base, formats)

@@ -76,6 +76,7 @@ def test_ranking_ties_are_the_methods_no_interval_separates(collection):
     assert table.loc["dense", "rank"] == 2 and table.loc["snip", "rank"] == 2
     assert "snip" in table.loc["dense", "tied_with"] and "dense" in table.loc["snip", "tied_with"]
     assert table.loc["synflow", "accuracy"] == pytest.approx(85.0)
+    assert math.isnan(table.loc["sanity-check", "rank"]) and "sanity-check" not in table.loc["dense", "tied_with"]
 
 
 def test_t_interval_of_constant_differences_is_a_point():
@@ -103,5 +104,6 @@ def test_the_report_carries_the_paired_tables_and_refuses_an_unknown_reference(c
     table = (out / "tables" / "cifar10@5k-resnet20-paired-0.5.md").read_text()
     assert "+4.00 [+1.52, +6.48]" in table and "(no interval, n = 1)" in table
     assert (out / "tables" / "cifar10@5k-resnet20-ranking-0.5.csv").exists()
+    assert "(figures/paired-differences-cifar10@5k-resnet20-0.5.png)" in readme
     assert main(["--results", str(results), "--all-jobs", "--out", str(out), "--reference", "nope"]) == 2
     assert "--reference 'nope' has no finished job here" in capsys.readouterr().err
