@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +29,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import figures, paired
+from bench import records as records_archive
 from bench.atomic import write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
@@ -52,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: <results>/report for the recorded plan, "
                                       "reports/<grid> with --grid, reports/all with --all-jobs)")
     parser.add_argument("--format", default="md,tex,csv", help="table formats, comma-separated: md, tex, csv")
+    parser.add_argument("--from-records", metavar="ARCHIVE",
+                        help="report the records packed in ARCHIVE (a records.tar.xz beside a committed report) "
+                             "instead of a results folder; --out defaults to the archive's folder")
+    parser.add_argument("--pack-records", action="store_true",
+                        help=f"also pack the reported jobs' records into <out>/{records_archive.ARCHIVE_NAME} "
+                             "(spec, status, metrics, epochs, layers, provenance; no checkpoints)")
     parser.add_argument("--reference", help="method every other is compared with, paired by trial, besides dense "
                                             "(default: IMC's variants where they ran)")
     return parser
@@ -259,11 +267,21 @@ def lipschitz_tables(estimates: pd.DataFrame, folder: Path, formats: tuple[str, 
 @guarded
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_records is None:
+        return report(args, Path(args.results))
+    archive = Path(args.from_records)
+    args.out = args.out or str(archive.parent)
+    with tempfile.TemporaryDirectory(prefix="prunebench-records-") as unpacked:
+        records_archive.unpack(archive, Path(unpacked))
+        return report(args, Path(unpacked))
+
+
+def report(args: argparse.Namespace, results: Path) -> int:
+    """Write the report that `args` asks for, from the job folders under `results`."""
     formats = tuple(item.strip() for item in args.format.split(",") if item.strip())
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise BenchError(f"unknown format(s) {unknown}; accepted: {', '.join(FORMATS)}")
-    results = Path(args.results)
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
     specs = None if args.all_jobs or args.grid else recorded_specs(results)
@@ -287,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
                         args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
+    if args.pack_records:
+        count = records_archive.pack(results, out / records_archive.ARCHIVE_NAME, collection.jobs.job_id)
+        print(f"packed the records of {count} jobs into {out / records_archive.ARCHIVE_NAME}")
     return 0
 
 
