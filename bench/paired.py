@@ -29,7 +29,7 @@ from scipy import stats
 
 from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES
 from bench.spec import FOUND
-from bench.tables import found_rows, method_order
+from bench.tables import found_rows, method_order, rows_at_level
 
 CONFIDENCE = 0.95
 ROUND_TOLERANCE = 0.05
@@ -65,24 +65,6 @@ def t_interval(values: list[float] | pd.Series) -> Interval:
     return Interval(n, mean, mean - half, mean + half)
 
 
-def _at_level(records: pd.DataFrame, level: str) -> pd.DataFrame:
-    """One record per (method, trial) at a numeric level: the jobs that ran there, iterative methods at
-    their nearest round (where within `ROUND_TOLERANCE`), and the dense control."""
-    target = float(level)
-    chosen = []
-    for _, group in records.groupby(["method", "trial"], sort=False):
-        at_level = group[group.level == level]
-        if not at_level.empty:
-            chosen.append(at_level.loc[[(at_level.achieved_sparsity - target).abs().idxmin()]])
-        elif group["round"].nunique() > 1:  # an iterative job asked for another level
-            distance = (group.achieved_sparsity - target).abs()
-            if distance.min() <= ROUND_TOLERANCE:
-                chosen.append(group.loc[[distance.idxmin()]])
-        elif (group.level == "none").all() and (group.achieved_sparsity == 0.0).all():
-            chosen.append(group.tail(1))  # the dense control
-    return pd.concat(chosen) if chosen else records.iloc[0:0]
-
-
 def comparison_points(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.DataFrame]:
     """{(dataset, arch, level): one record per (method, trial)} for every level the records ran at."""
     points = {}
@@ -90,7 +72,7 @@ def comparison_points(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.Da
     for (dataset, arch), group in records.groupby(["dataset", "arch"], sort=True):
         numeric = sorted({level for level in group.level if level not in ("none", FOUND)}, key=float)
         for level in numeric:
-            points[(dataset, arch, level)] = _at_level(group, level)
+            points[(dataset, arch, level)] = rows_at_level(group, float(level), ROUND_TOLERANCE)
         if (group.level == FOUND).any():
             points[(dataset, arch, FOUND)] = found_rows(group)
     return {key: rows for key, rows in points.items() if rows.method.nunique() > 1}

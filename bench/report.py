@@ -35,7 +35,7 @@ from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
-from bench.paper import paper_table_number
+from bench.paper import BASELINE, paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_specs
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
@@ -125,10 +125,15 @@ def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
 
 
 def per_job_figures(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
-    """The figures read from the jobs' own files: per-layer density and training curves."""
+    """The figures read from the jobs' own files: per-layer density and training curves. Both show the
+    first trial's jobs, so only those jobs' files are read (a report of 10,000 jobs reads a few dozen)."""
     records = collection.records
-    return figures.layer_density(records, job_csv(collection.jobs, "layers.csv"), dataset, arch, folder) + \
-        figures.training_curves(records, job_csv(collection.jobs, "epochs.csv"), dataset, arch, folder)
+    group = records[(records.dataset == dataset) & (records.arch == arch)]
+    dense = group.method == BASELINE
+    first_trials = {group[part].trial.min() for part in (dense, ~dense) if part.any()}
+    shown = collection.jobs[collection.jobs.job_id.isin(group[group.trial.isin(first_trials)].job_id)]
+    return figures.layer_density(records, job_csv(shown, "layers.csv"), dataset, arch, folder) + \
+        figures.training_curves(records, job_csv(shown, "epochs.csv"), dataset, arch, folder)
 
 
 def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
