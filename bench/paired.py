@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
-from scipy import stats
+from scipy.special import stdtrit
 
 from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES
 from bench.spec import FOUND
@@ -61,7 +61,7 @@ def t_interval(values: list[float] | pd.Series) -> Interval:
     mean = float(values.mean()) if n else math.nan
     if n < 2:
         return Interval(n, mean, math.nan, math.nan)
-    half = stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
+    half = stdtrit(n - 1, 0.5 + CONFIDENCE / 2) * values.std(ddof=1) / math.sqrt(n)
     return Interval(n, mean, mean - half, mean + half)
 
 
