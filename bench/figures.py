@@ -390,3 +390,36 @@ def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
         right.set_title("ReLU sign flips between W and W+U (at the pairs behind K)", fontsize=9)
         right.legend(fontsize=7)
     return save(figure, folder, "lipschitz")
+
+
+def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
+    """Forest plot per (dataset, arch, level): each method's paired accuracy difference to dense (and to
+    the reference) with its 95% interval; filled where the interval excludes 0, hollow where it does not,
+    a bare point marked "n = 1" where no interval exists."""
+    paths = []
+    for (dataset, arch, level), point in table.groupby(["dataset", "arch", "level"], sort=False):
+        panels = list(dict.fromkeys(point.against))
+        height = max(2.0, 0.32 * point.method.nunique() + 1.2)
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False,
+                                    layout="constrained")
+        for axis, against in zip(axes[0], panels, strict=True):
+            rows = point[point.against == against].iloc[::-1]
+            positions = range(len(rows))
+            for position, (_, row) in zip(positions, rows.iterrows(), strict=True):
+                color = "C3" if row.excludes_zero else "C0"
+                if row.n >= 2:
+                    axis.errorbar(row["mean"], position, xerr=[[row["mean"] - row.ci_low], [row.ci_high - row["mean"]]],
+                                  fmt="o", color=color, capsize=3, markerfacecolor=color if row.excludes_zero else "white")
+                else:
+                    axis.plot(row["mean"], position, "x", color="0.4")
+                    axis.annotate(f"n = {int(row.n)}", (row["mean"], position), textcoords="offset points",
+                                  xytext=(6, -3), fontsize=7, color="0.4")
+            axis.axvline(0, color="k", linewidth=0.8)
+            axis.set_yticks(list(positions), [PAPER_NAMES.get(method, method) for method in rows.method], fontsize=8)
+            axis.set_xlabel(f"accuracy − {PAPER_NAMES.get(against, against)} (points)")
+            axis.grid(axis="x", alpha=0.3)
+        n_max = int(point.n.max())
+        figure.suptitle(f"{dataset}, {arch}, sparsity {level}: paired differences over {n_max} trial(s), 95% t-interval"
+                        " (red: excludes 0)", fontsize=9)
+        paths += save(figure, folder, f"paired-differences-{dataset}-{arch}-{level}")
+    return paths
