@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import perf, report, run, status
+from bench import perf, records, report, run, status
 
 REPO = Path(__file__).resolve().parent.parent
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -224,7 +224,7 @@ def test_tables_render(page: Path):
 
 
 PARSERS = {"bench.run": run.build_parser, "bench.status": status.build_parser, "bench.report": report.build_parser,
-           "bench.perf": perf.main_parser}
+           "bench.perf": perf.main_parser, "bench.records": records.build_parser}
 
 
 @pytest.mark.parametrize("command", PARSERS)
