@@ -22,7 +22,16 @@ from bench.ablations import NO_ABLATION
 from bench.atomic import CorruptFileError, read_json
 from bench.grid import PlannedJob
 from bench.spec import FOUND, JobSpec
-from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, read_metrics, read_status
+from bench.store import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    JOBS_FOLDER,
+    job_folder_refusal,
+    read_metrics,
+    read_status,
+    stored_job_id,
+)
 
 MISSING, BLOCKED = "missing", "blocked"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
@@ -56,10 +65,12 @@ class Collection:
 
 
 def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
-    status = read_status(folder) if folder.exists() else {"state": MISSING}
+    refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
+    status = {"state": CORRUPT, "error": refusal} if refusal else (
+        read_status(folder) if folder.exists() else {"state": MISSING})
     provenance_path = folder / "provenance.json"
     try:
-        provenance = read_json(provenance_path) if provenance_path.exists() else {}
+        provenance = read_json(provenance_path) if provenance_path.exists() and not refusal else {}
     except CorruptFileError:  # provenance is informative only; the row stays
         provenance = {}
     return {
@@ -81,16 +92,23 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
 
 
 def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
-    """The specs on disk under the ids they were written with, and a row for each unreadable spec.json."""
+    """The specs on disk under the ids they were written with, and a row for each job folder whose
+    spec.json is missing, unreadable or holds another job's spec."""
     listed, unreadable = [], []
-    for path in sorted(jobs_root.glob("*/spec.json")):
+    folders = sorted(path for path in jobs_root.iterdir() if path.is_dir()) if jobs_root.is_dir() else []
+    for folder in folders:
+        path = folder / "spec.json"
         try:
+            if not path.exists() and not path.is_symlink():
+                raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
+                                       "bench.run that made it, which writes it again")
             entry = read_json(path)
-            listed.append((JobSpec.from_dict(entry["spec"]), entry["job_id"]))
-        except (CorruptFileError, KeyError, TypeError) as error:
-            why = str(error) if isinstance(error, CorruptFileError) else f"{path} lacks a job spec ({error})"
-            unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": path.parent.name, "state": CORRUPT,
-                                                                 "error": why, "folder": str(path.parent)})
+            if stored_job_id(entry) != folder.name:
+                raise CorruptFileError(f"{path} holds the spec of job {stored_job_id(entry)}, not of {folder.name}")
+            listed.append((JobSpec.from_dict(entry["spec"]), folder.name))
+        except CorruptFileError as error:
+            unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": folder.name, "state": CORRUPT,
+                                                                 "error": str(error), "folder": str(folder)})
     return listed, unreadable
 
 

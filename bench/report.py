@@ -16,6 +16,7 @@ round) and writes to `--out` (default `<results>/report/`, with `--grid` `report
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,13 +25,14 @@ import pandas as pd
 from tabulate import tabulate
 
 from bench import figures
-from bench.atomic import write_text
+from bench.atomic import CorruptFileError, read_file, write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
 from bench.paper import paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_specs
+from bench.safe_paths import check_tree
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
 
@@ -81,8 +83,17 @@ def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
     frames = []
     for _, job in jobs[jobs.state == "done"].iterrows():
         path = Path(job.folder) / name
-        if path.exists() and path.stat().st_size:
-            frames.append(pd.read_csv(path).assign(job_id=job.job_id))
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            frame = pd.read_csv(io.BytesIO(read_file(path)))
+        except pd.errors.EmptyDataError:
+            continue
+        except (CorruptFileError, pd.errors.ParserError) as error:  # named; the figure goes without this job
+            print(f"warning: {error if isinstance(error, CorruptFileError) else f'{path} is not CSV'}; left out "
+                  "of the figures", file=sys.stderr, flush=True)
+            continue
+        frames.append(frame.assign(job_id=job.job_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -237,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.grid)
         collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
+    inside_results = out.absolute().is_relative_to(results.absolute())
+    check_tree(out, results if inside_results else out)  # no write follows a link out (a figure, the folder)
     path = write_report(collection, out, title, description, formats, outside_plan(results, collection))
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
     return 0

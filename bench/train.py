@@ -35,6 +35,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -45,10 +46,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.atomic import CorruptFileError, load_checked, save_checked, write_text
+from bench.atomic import CorruptFileError, file_mode, load_checked, save_checked, write_text
 from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
+from bench.safe_paths import open_no_follow
 from bench.seeds import derive_seed
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
@@ -129,7 +131,7 @@ class EpochLog:
         """The complete rows of the file (a torn or foreign row is skipped)."""
         if not self.path.exists():
             return []
-        with self.path.open(newline="", errors="replace") as handle:
+        with open(open_no_follow(self.path, os.O_RDONLY), newline="", errors="replace") as handle:
             return [row for row in csv.DictReader(handle) if _complete_row(row)]
 
     def drop_after(self, phase: str, epoch: int) -> None:
@@ -146,7 +148,8 @@ class EpochLog:
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        with self.path.open("a", newline="") as handle:
+        with open(open_no_follow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode()), "a",
+                  newline="") as handle:
             writer = csv.DictWriter(handle, EPOCH_COLUMNS)
             if new:
                 writer.writeheader()
