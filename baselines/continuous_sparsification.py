@@ -28,6 +28,7 @@ checksummed, the one before kept as the fallback) and keeps the rewind state the
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from torch.nn import functional as F
 from bench.atomic import load_checked, save_checked
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.spec import JobSpec
-from bench.stages import StageNeed, StageSpec, recipe_key
+from bench.stages import StageNeed, StageSpec, load_value, recipe_key
 from bench.train import TrainSettings, autocast, load_latest_checkpoint, write_checkpoint
 from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
@@ -147,6 +148,11 @@ class ContinuousSparsification(Method):
         checkpoint, rewind_path = folder / SEARCH_CHECKPOINT, folder / REWIND_STATE
         stored = load_latest_checkpoint(checkpoint, context.device, "the search")
         state = SearchState(**stored) if stored is not None else None
+        past_rewind = state is not None and (state.round, state.epoch) >= (0, rewind_epoch) and rewind_epoch > 0
+        if past_rewind and load_value(rewind_path, lambda value: isinstance(value, dict)) is None:
+            print(f"warning: the search in {folder} is past its rewind epoch {rewind_epoch} but has no readable "
+                  f"{REWIND_STATE}; restarting the search", file=sys.stderr, flush=True)
+            state = None
         first_round, first_epoch, seconds = 0, 0, 0.0
         if state is not None:
             model.load_state_dict(state.model)

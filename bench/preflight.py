@@ -3,7 +3,8 @@
 - the grid's parts have the right types (a string `methods` or `datasets`, a float `trials`, a float
   `epochs` are refused, not misread), and `trials` is at least 1;
 - every job's training and method settings build (names and types);
-- `--results` is a folder this user can write (or can be created);
+- `--results` is a folder this user can write (or can be created), and its `jobs/` and `stages/` are
+  folders (not files) where they exist;
 - every dataset's root exists and holds a layout its source recognises (its cache key reads the
   files), `NAME@Nk` fits the dataset and it has at least two classes (the dataset is decoded into its
   cache, which the first job would do anyway; under SLURM only when the cache is already there);
@@ -23,6 +24,8 @@ from bench.data.core import cache_path
 from bench.errors import BenchError
 from bench.grid import Grid, GridPart, PlannedJob
 from bench.spec import RunSettings
+from bench.stages import STAGES_FOLDER
+from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
 from methods.base import build_settings
 from methods.registry import get_method
@@ -77,6 +80,11 @@ def _check_results(results: Path) -> None:
         raise BenchError(f"--results {results}: {existing} is not a folder; accepted: a writable folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BenchError(f"--results {results}: {existing} is not writable by this user; accepted: a writable folder")
+    for name in (JOBS_FOLDER, STAGES_FOLDER):
+        path = results / name
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise BenchError(f"--results {results}: {path} is not a folder; accepted: a folder of {name} (move "
+                             "the file away)")
 
 
 def _check_dataset(name: str, run: RunSettings, decode: bool) -> None:

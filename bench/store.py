@@ -118,8 +118,8 @@ def read_metrics(folder: Path) -> list[dict[str, Any]]:
     records = read_json(path)
     if not isinstance(records, list) or not all(isinstance(record, dict) and all(key in record for key in RECORD_KEYS)
                                                 for record in records):
-        raise CorruptFileError(f"{path} is not a list of records with {', '.join(RECORD_KEYS)} (wrong shape); "
-                               "the job runs again")
+        raise CorruptFileError(f"{path} has the wrong shape (accepted: a list of records with "
+                               f"{', '.join(RECORD_KEYS)}); the job runs again")
     return records
 
 

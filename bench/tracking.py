@@ -143,7 +143,7 @@ def job_states(results: Path, job_ids: Iterable[str] | None = None,
     submitted = read_jobs_log(results)
     if job_ids is None:
         folders = results / JOBS_FOLDER
-        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.exists() else set()
+        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.is_dir() else set()
         job_ids = sorted(on_disk | set(submitted))
     if queue is None and submitted:
         queue = squeue_states()
