@@ -23,12 +23,9 @@ from bench.spec import JobSpec, RunSettings
 from bench.stages import STAGES_FOLDER, StageSpec, obtain
 from bench.store import CORRUPT, DONE, FAILED, job_dir, read_status, write_spec
 from tests.conftest import TINY_ARCH, run_spec
+from tests.conftest import tiny_dense as dense
 
 RUN = RunSettings(device="cpu", progress=False)
-
-
-def dense(**changes) -> JobSpec:
-    return JobSpec(**({"method": "dense", "dataset": "digits@300", "arch": TINY_ARCH, "train": {"epochs": 1}} | changes))
 
 
 @pytest.fixture(scope="module")

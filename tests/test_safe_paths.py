@@ -19,18 +19,15 @@ from bench.figures import save
 from bench.jobs import run_job
 from bench.report import main as report_main
 from bench.safe_paths import LinkOutError, check_inside, open_no_follow
-from bench.spec import JobSpec, RunSettings
+from bench.spec import RunSettings
 from bench.store import CORRUPT, DONE, FAILED, job_dir, job_lock, read_status, write_spec
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_stage
-from tests.conftest import TINY_ARCH, run_spec
+from tests.conftest import run_spec
+from tests.conftest import tiny_dense as dense
 
 PRECIOUS = "precious\n"
 RUN = RunSettings(device="cpu", progress=False)
-
-
-def dense(**changes) -> JobSpec:
-    return JobSpec(**({"method": "dense", "dataset": "digits@300", "arch": TINY_ARCH, "train": {"epochs": 1}} | changes))
 
 
 @pytest.fixture(scope="module")
