@@ -58,7 +58,7 @@ class ContinuousSparsificationSettings:
     mask_initial_value: float = field(default=0.0, metadata={"help": "s0, the initial mask score (official 0)"})
     lmbda: float = field(default=1e-8, metadata={"help": "weight of the sum of soft masks in the loss"})
     final_temperature: float = field(default=200.0, metadata={"help": "beta_T, reached in each round's last epoch"})
-    rounds: int = field(default=2, metadata={"help": "search rounds (official 3; our choice 2)"})
+    rounds: int = field(default=2, metadata={"help": "search rounds (official 3; our choice 2)", "minimum": 1})
     round_epochs: int = field(default=0, metadata={"help": "epochs per search round; 0 = half the recipe's epochs"})
     round_lr_drops: tuple[float, ...] = field(
         default=(56 / 85, 71 / 85), metadata={"help": "fractions of a round at which the lr drops x0.1 (official)"})

@@ -2,7 +2,9 @@
 
 - the grid's parts have the right types (a string `methods` or `datasets`, a float `trials`, a float
   `epochs` are refused, not misread), and `trials` is at least 1;
-- every job's training and method settings build (names and types);
+- every job's training and method settings build (names, types, finite numbers, ranges), and what a
+  method can only find out by running it is asked first (`Method.stage_needs`, `Method.check_job`: a
+  rewind epoch past the run, rounds that cannot reach the requested sparsity);
 - `--results` is a folder this user can write (or can be created), and its `jobs/` and `stages/` are
   folders (not files) where they exist;
 - every dataset's root exists and holds a layout its source recognises (its cache key reads the
@@ -23,12 +25,12 @@ from bench.data import DATASETS, load_dataset, parse_dataset_name
 from bench.data.core import cache_path
 from bench.errors import BenchError
 from bench.grid import Grid, GridPart, PlannedJob
+from bench.jobs import method_for, train_settings_for
 from bench.spec import RunSettings
 from bench.stages import STAGES_FOLDER
 from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
 from methods.base import build_settings
-from methods.registry import get_method
 
 LIST_FIELDS = ("datasets", "archs", "sparsities", "needs_analysis")
 
@@ -64,8 +66,9 @@ def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, execut
     _check_results(Path(results))
     for job in planned:
         build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
-        method = get_method(job.spec.method)
-        build_settings(method.Settings, job.spec.hparams, f"method {job.spec.method}")
+        method, recipe = method_for(job.spec), train_settings_for(job.spec)
+        method.stage_needs(job.spec, recipe)  # e.g. a rewind epoch past the dense run
+        method.check_job(job.spec, recipe)  # e.g. rounds that cannot reach the requested sparsity
     for name in dict.fromkeys(job.spec.dataset for job in planned):
         _check_dataset(name, run, decode=executor != "slurm")
     if executor != "slurm":

@@ -60,6 +60,10 @@ MODEL_MEMORY_FORMAT = {"cuda": torch.channels_last}
 every device; on the CPU the model stays as built, whose numbers the tests pin."""
 
 
+MAX_EPOCHS = 100_000
+"""The most epochs a run may ask for (a bound that turns a typo such as 1e14 into a one-line error)."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The training recipe (paper A.5); any field can be overridden per job (`--epochs`, grids)."""
@@ -70,7 +74,8 @@ class TrainSettings:
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay on every parameter (open_lth)"})
     batch_size: int = field(default=100, metadata={"help": "training batch size (paper A.5)"})
     lr_drops: tuple[float, ...] = field(
-        default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma"}
+        default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma",
+                                       "minimum": 0.0, "maximum": 1.0}
     )
     lr_gamma: float = field(default=0.1, metadata={"help": "lr factor at each drop"})
     eval_every: int = field(
@@ -79,9 +84,18 @@ class TrainSettings:
         default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast)"})
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.eval_every < 1:
-            raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0, "
+        if not (0 <= self.epochs <= MAX_EPOCHS and self.batch_size >= 1 and self.eval_every >= 1):
+            raise BenchError(f"training settings epochs = {self.epochs}, batch_size = {self.batch_size}, eval_every = "
+                             f"{self.eval_every}; accepted: 0 <= epochs <= {MAX_EPOCHS}, batch_size >= 1, "
                              "eval_every >= 1")
+        for name, value, low, high in (("lr", self.lr, 0.0, math.inf), ("momentum", self.momentum, 0.0, 1.0),
+                                       ("weight_decay", self.weight_decay, 0.0, math.inf),
+                                       ("lr_gamma", self.lr_gamma, 0.0, math.inf),
+                                       *((f"lr_drops[{index}]", drop, 0.0, math.inf)
+                                         for index, drop in enumerate(self.lr_drops))):  # > 1: past the phase
+            if not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
+                raise BenchError(f"training setting {name} = {value!r}; accepted: a finite number in [{low:g}, "
+                                 f"{high:g}]")
         if self.precision not in PRECISIONS:
             raise BenchError(f"training precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
