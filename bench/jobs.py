@@ -113,6 +113,19 @@ def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]
                                 "accepted: a writable folder", record=False)
 
 
+def record_lost(spec_path: str | Path) -> dict[str, Any]:
+    """Record as failed the job whose process died without a word (killed by the OS); return its status."""
+    folder = Path(spec_path).parent
+    with job_lock(folder) as holder:
+        status = read_status(folder)
+        if holder is not None or status["state"] == DONE:
+            return status
+        status |= {"state": FAILED, "finished": time.time(), "error": "its worker process died twice without a "
+                   "word (killed by the OS, e.g. out of memory); --retry-failed resumes it from its checkpoint"}
+        write_json(folder / "status.json", status)
+        return status
+
+
 def _refused(folder: Path, why: str, record: bool) -> dict[str, Any]:
     """Fail the job in `folder` without running it: one line, and its status.json where it may be written."""
     print(f"job {folder.name} failed: {why}", flush=True)

@@ -71,10 +71,13 @@ def write_spec(results: Path, spec: JobSpec, run: RunSettings) -> Path:
     except CorruptFileError as error:  # the spec is known: write it again
         print(f"warning: {error}; writing it again", flush=True)
         stored = None
-    if stored is None:
-        write_json(path, fresh)
-    elif stored.get("run") != run.to_dict():  # the same job on another machine or device: refresh the run
-        write_json(path, stored | {"run": run.to_dict()})
+    try:
+        if stored is None:
+            write_json(path, fresh)
+        elif stored.get("run") != run.to_dict():  # the same job on another machine or device: refresh the run
+            write_json(path, stored | {"run": run.to_dict()})
+    except OSError:  # a folder that cannot be written (read-only, immutable): `run_job` fails this job alone
+        pass
     return path
 
 
@@ -162,3 +165,13 @@ def job_lock(folder: Path) -> Iterator[str | None]:
             yield None
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def wait_for_job(folder: Path) -> dict[str, Any]:
+    """Block until no process holds the job's lock (its holder finished or died); return its status."""
+    path = Path(folder) / LOCK_FILE
+    if path.exists():
+        with os.fdopen(open_no_follow(path, os.O_RDONLY), "r") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return read_status(folder)
