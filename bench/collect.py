@@ -7,7 +7,9 @@ accounted for: done, failed, `blocked` (a job it waits for failed; the error nam
 (a file that cannot be read is named) or missing. An unreadable file never drops a row or stops the
 collection. Records
 carry their job's `ablation`; an ablated job's method reads e.g. `snip (shuffle)`, so the tables and
-figures give it its own row and curve.
+figures give it its own row and curve. Jobs of one method (on one dataset and arch) that ran with
+different settings are never pooled: each gets the settings that differ in its label, e.g.
+`synflow (iterations=5)` beside `synflow (iterations=default)` (`base_method` keeps the method's name).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.store import (
 )
 
 MISSING, BLOCKED = "missing", "blocked"
+DEFAULT = "default"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
                "git_sha", "threads", "ablation"]
 
@@ -152,5 +155,28 @@ def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None)
                 record_rows.append(row)
         job_rows.append(job)
     jobs = pd.DataFrame(job_rows, columns=JOB_COLUMNS)
-    records = pd.DataFrame(record_rows)
+    records = apart_by_settings(pd.DataFrame(record_rows))
     return Collection(records=records, jobs=jobs)
+
+
+def _settings(hparams: str, train: str) -> dict[str, object]:
+    """A job's non-default settings from its spec's hparams and train (JSON), train's prefixed `train.`."""
+    return json.loads(hparams) | {f"train.{key}": value for key, value in json.loads(train).items()}
+
+
+def apart_by_settings(records: pd.DataFrame) -> pd.DataFrame:
+    """Records whose method, on one dataset and arch, ran with different settings get the settings that
+    differ in their method label (`synflow (iterations=5)` beside `synflow (iterations=default)`), so
+    that no table row or curve pools them; `base_method` keeps the method's name."""
+    if records.empty:
+        return records
+    records = records.assign(base_method=records.method)
+    for _, group in records.groupby(["method", "dataset", "arch"]):
+        settings = [_settings(hparams, train) for hparams, train in zip(group.hparams, group.train, strict=True)]
+        keys = sorted({key for entry in settings for key in entry})
+        differing = [key for key in keys if len({json.dumps(entry.get(key)) for entry in settings}) > 1]
+        if differing:
+            records.loc[group.index, "method"] = [
+                f"{method} ({', '.join(f'{key}={entry.get(key, DEFAULT)}' for key in differing)})"
+                for method, entry in zip(group.method, settings, strict=True)]
+    return records

@@ -31,7 +31,8 @@ def plan_path(results: Path) -> Path:
     return Path(results) / PLAN_FILE
 
 
-def record_plan(results: Path, grid: str, overrides: dict[str, Any], planned: list[PlannedJob]) -> Path:
+def record_plan(results: Path, grid: str, overrides: dict[str, Any], planned: list[PlannedJob], quick: bool = False
+                ) -> Path:
     """Add this run (grid, overrides, job ids) and its jobs' specs to `<results>/plan.json`."""
     path = plan_path(results)
     with exclusive(Path(results) / "plan.lock"):
@@ -41,14 +42,15 @@ def record_plan(results: Path, grid: str, overrides: dict[str, Any], planned: li
             path.replace(path.with_name(path.name + ".corrupt"))
             print(f"warning: {error}; set aside as {path.name}.corrupt, starting a new plan", flush=True)
             stored = {"runs": [], "jobs": {}}
-        _add(stored, grid, overrides, planned)
+        _add(stored, grid, overrides, planned, quick)
         write_json(path, stored)
     return path
 
 
-def _add(stored: dict[str, Any], grid: str, overrides: dict[str, Any], planned: list[PlannedJob]) -> None:
+def _add(stored: dict[str, Any], grid: str, overrides: dict[str, Any], planned: list[PlannedJob], quick: bool
+         ) -> None:
     job_ids = [job.job_id for job in planned]
-    run = {"grid": grid, "overrides": overrides, "job_ids": job_ids}
+    run = {"grid": grid, "overrides": overrides, "job_ids": job_ids} | ({"quick": True} if quick else {})
     if not any({key: entry.get(key) for key in run} == run for entry in stored["runs"]):
         stored["runs"].append(run | {"started": datetime.now(UTC).isoformat(timespec="seconds")})
     for job in planned:
@@ -89,5 +91,7 @@ def describe_runs(results: Path) -> str:
     for run in stored["runs"]:
         overrides = " ".join(f"`{flag} {item}`" for flag, value in run["overrides"].items()
                              for item in (value if isinstance(value, list) else [value])) or "no overrides"
-        lines.append(f"- {run.get('started', '')}: grid `{run['grid']}`, {overrides}: {len(run['job_ids'])} job(s)")
+        quick = (", with each method's cheap quick settings (`quick_hparams`), not its defaults"
+                 if run.get("quick") else "")
+        lines.append(f"- {run.get('started', '')}: grid `{run['grid']}`, {overrides}{quick}: {len(run['job_ids'])} job(s)")
     return "\n".join(lines)

@@ -142,10 +142,11 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
-        estimates = lipschitz_estimates(records)
+        by_name = records.assign(method=records.base_method)  # these figures tell settings apart themselves
+        estimates = lipschitz_estimates(by_name)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
-        for path in figures.spectrum(records, out / "figures") + figures.sensitivity(records, out / "figures") \
+        for path in figures.spectrum(by_name, out / "figures") + figures.sensitivity(by_name, out / "figures") \
                 + figures.lipschitz(estimates, out / "figures"):
             if path.suffix == ".png":
                 sections.append(f"![{path.stem}](figures/{path.name})\n")

@@ -187,6 +187,9 @@ class Pruner(ABC):
     `prune` sees only the model, the labelled batches (already on the model's device), the sparsity, a
     seed and the input shape (C, H, W), so the same code serves a job and any `nn.Module`."""
 
+    needs_batches: ClassVar[bool] = False
+    """True for pruners that score the weights on data (SNIP, GraSP): `prune` without batches is an error."""
+
     @abstractmethod
     def prune(self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, seed: int,
               input_shape: tuple[int, ...] | None) -> Masks:
