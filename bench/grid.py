@@ -378,9 +378,10 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 def _check_names(grid: str, key: str, value: Any) -> None:
     """`value` must be a list of names (a string would be read one character at a time)."""
+    if isinstance(value, str):
+        raise BenchError(f"grid {grid!r}: {key} = {value!r} is a string; accepted: a list such as [{value!r}]")
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        example = f"[{value!r}]" if isinstance(value, str) else '["name"]'
-        raise BenchError(f"grid {grid!r}: {key} = {value!r}; accepted: a list of names (strings) such as {example}")
+        raise BenchError(f"grid {grid!r}: {key} = {value!r}; accepted: a list of names (strings)")
 
 
 def _finite_number(value: Any) -> bool:

@@ -1,7 +1,8 @@
 """Checks `bench.run` makes before any job folder is written: every problem found here is one line, exit 2.
 
-- the grid's parts have the right types (a string `methods` or `datasets`, a float `trials`, a float
-  `epochs` are refused, not misread), and `trials` is at least 1;
+- the grid's parts, with the command line's overrides, have the right types (a float `trials` or
+  `epochs` is refused, not misread; a grid file's own key types are checked when it is read,
+  `bench.grid`), and `trials` is at least 1;
 - every job's training and method settings build (names, types, finite numbers, ranges), and what a
   method can only find out by running it is asked first (`Method.stage_needs`, `Method.check_job`: a
   rewind epoch past the run, rounds that cannot reach the requested sparsity);
@@ -32,8 +33,6 @@ from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
 from methods.base import build_settings
 
-LIST_FIELDS = ("datasets", "archs", "sparsities", "needs_analysis")
-
 
 def check_grid(grid: Grid) -> None:
     """Refuse grid values of the wrong type before they are expanded into jobs."""
@@ -42,18 +41,7 @@ def check_grid(grid: Grid) -> None:
 
 
 def _check_part(part: GridPart) -> None:
-    where = f"grid {part.name!r}"
-    if isinstance(part.methods, str) and part.methods != "all":
-        raise BenchError(f"{where}: methods = {part.methods!r} is a string; accepted: a list such as "
-                         f"[{part.methods!r}] or \"all\"")
-    for name in LIST_FIELDS:
-        value = getattr(part, name)
-        if isinstance(value, str):
-            raise BenchError(f"{where}: {name} = {value!r} is a string; accepted: a list such as [{value!r}]")
-    for name, value in (("methods", part.methods), ("datasets", part.datasets), ("archs", part.archs)):
-        bad = [item for item in value if not isinstance(item, str)] if not isinstance(value, str) else []
-        if bad:
-            raise BenchError(f"{where}: {name} holds {bad!r}; accepted: names (strings)")
+    where = f"grid {part.name!r}"  # the file's key types are checked when it is read (`bench.grid`)
     if isinstance(part.trials, bool) or not isinstance(part.trials, int) or part.trials < 1:
         raise BenchError(f"{where}: trials = {part.trials!r} (or --trials); accepted: an integer >= 1")
     if not isinstance(part.train, dict) or not isinstance(part.hparams, dict):
