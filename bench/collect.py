@@ -102,6 +102,8 @@ def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict
     for folder in folders:
         path = folder / "spec.json"
         try:
+            if refusal := job_folder_refusal(folder):  # not read through a link out of the results folder
+                raise CorruptFileError(refusal)
             if not path.exists() and not path.is_symlink():
                 raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
                                        "bench.run that made it, which writes it again")

@@ -129,7 +129,8 @@ def record_lost(spec_path: str | Path) -> dict[str, Any]:
 def _refused(folder: Path, why: str, record: bool) -> dict[str, Any]:
     """Fail the job in `folder` without running it: one line, and its status.json where it may be written."""
     print(f"job {folder.name} failed: {why}", flush=True)
-    status = {"state": FAILED, "job_id": folder.name, "finished": time.time(), "error": why, "refused": True}
+    now = time.time()
+    status = {"state": FAILED, "job_id": folder.name, "started": now, "finished": now, "error": why, "refused": True}
     if record:
         write_json(folder / "status.json", status)
     return status

@@ -91,7 +91,10 @@ def stored_job_id(stored: Any) -> str | None:
 
 def read_status(folder: Path) -> dict[str, Any]:
     """The job's status; `corrupt` (with the file named in `error`) when status.json is unreadable or
-    says done while metrics.json is missing or unreadable."""
+    says done while metrics.json is missing or unreadable, or the folder leads out through a link."""
+    refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
+    if refusal is not None:
+        return {"state": CORRUPT, "error": refusal}
     path = Path(folder) / "status.json"
     if not path.exists():
         return {"state": PENDING}
