@@ -31,6 +31,7 @@ from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
 from bench.spec import JobSpec, RunSettings
 from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
+from bench.threads import threads_per_job, use_threads
 from bench.throughput import perf_path, read_throughputs
 from bench.tracking import NEW, job_states
 
@@ -79,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default="inline", choices=EXECUTORS,
                         help="inline: this process; local: a pool of worker processes; slurm: submit and return")
     parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
+    parser.add_argument("--threads-per-job", type=int, metavar="N",
+                        help="CPU threads of each job (inline: this process; local: each worker; default: "
+                             "OMP_NUM_THREADS, else the cores divided by the workers; slurm: use --cpus-per-job)")
     parser.add_argument("--jobs-per-gpu", type=int, default=1,
                         help="jobs sharing one GPU at once (local: workers per GPU; slurm: jobs per array task)")
     slurm = parser.add_argument_group("slurm executor")
@@ -137,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_every < 0:
         raise BenchError(f"--log-every {args.log_every}; accepted: an integer >= 0 (0: no epoch lines)")
     check_loggers(tuple(args.log))
+    if args.threads_per_job is not None:
+        if args.executor == "slurm":
+            raise BenchError("--threads-per-job is not used by --executor slurm; accepted there: --cpus-per-job N "
+                             "(each job runs that many threads)")
+        threads_per_job(1, args.threads_per_job)  # the one-line error for a bad value, before any work
     run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
     preflight.check_run(planned, results, run, args.executor)
     record_plan(results, args.grid, plan_overrides(args), planned)
@@ -155,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if outcome.blocked else 0
     if args.executor == "local":
         outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed,
-                            jobs_per_gpu=args.jobs_per_gpu)
+                            jobs_per_gpu=args.jobs_per_gpu, threads=args.threads_per_job)
     else:
+        if args.threads_per_job is not None:
+            use_threads(args.threads_per_job)
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))
     return 1 if outcome.failed else 0

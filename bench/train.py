@@ -19,7 +19,14 @@ On CUDA (`use_fast_kernels`, `optimizer_options`, `MODEL_MEMORY_FORMAT`): the mo
 masks are channels-last (the batches already are), SGD is the fused kernel, and `cudnn.benchmark` picks
 the convolution algorithms; the CPU path is unchanged. `precision = "bf16"` (opt-in, part of the job's
 identity) runs the forward passes of training and evaluation under `torch.autocast` with bfloat16; the
-weights, gradients and optimizer stay float32.
+weights, gradients and optimizer stay float32. It pays only on CPUs with AMX-BF16 or AVX512-BF16 and on
+GPUs (`bench.cpu_support`, docs/performance.md).
+
+`compile = True` (opt-in, part of the job's identity: Inductor's fused kernels round differently) runs the
+forward passes of a phase through `torch.compile(model)`; the compiled module shares the model's
+parameters, so masks, the optimizer, checkpoints (the plain model's state_dict) and resume are as without
+it. It costs the compile time once per phase and process (twice: the training and the evaluation graph);
+whether that pays is measured by `python -m bench.perf --measure compile`.
 
 Masks: pruned weights are zeroed once when a phase starts (or its masks change), and after every
 backward pass their gradients are multiplied by the mask (one fused `_foreach_mul_`). SGD's momentum
@@ -74,7 +81,11 @@ class TrainSettings:
     eval_every: int = field(
         default=10, metadata={"help": "test-set evaluation every N epochs (the last epoch is always evaluated)"})
     precision: str = field(
-        default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast)"})
+        default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast; "
+                                          "pays only on GPUs and CPUs with AMX/AVX512-BF16)"})
+    compile: bool = field(
+        default=False, metadata={"help": "run the forward passes through torch.compile (costs compile time once "
+                                         "per phase; see python -m bench.perf --measure compile)"})
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.eval_every < 1:
@@ -82,6 +93,8 @@ class TrainSettings:
                              "eval_every >= 1")
         if self.precision not in PRECISIONS:
             raise BenchError(f"training precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
+        if not isinstance(self.compile, bool):
+            raise BenchError(f"train.compile {self.compile!r}; accepted: true or false")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
 
     def evaluates_after(self, epoch: int) -> bool:
@@ -178,6 +191,13 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """The forward passes' precision context: `torch.autocast` for bf16, nothing for fp32."""
     dtype = PRECISIONS[precision]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def compiled(model: nn.Module, settings: TrainSettings) -> nn.Module:
+    """The module the forward passes run through: `torch.compile(model)` when `settings.compile`, else the
+    model itself. The compiled module shares the model's parameters (masks and the optimizer see the same
+    tensors); checkpoints keep saving the plain model's state_dict."""
+    return torch.compile(model) if settings.compile else model
 
 
 def optimizer_options(device: torch.device) -> dict:
@@ -339,8 +359,9 @@ class Trainer:
             first_epoch, seconds = state["next_epoch"], state["seconds"]
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
-        model.train()
-        evaluation = evaluate(model, self.data, settings.precision) if first_epoch >= stop else None
+        forward = compiled(model, settings)
+        forward.train()
+        evaluation = evaluate(forward, self.data, settings.precision) if first_epoch >= stop else None
         epochs_iter = range(first_epoch, stop)
         if self.progress:
             from tqdm import tqdm
@@ -348,14 +369,15 @@ class Trainer:
             epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=stop, leave=False)
         path = self.checkpoint_path(phase)
         try:
-            return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, stop, seconds,
-                                      evaluation, epochs_iter, on_epoch_end, path)
+            return self._train_epochs(model, forward, optimizer, phase, settings, masks, start_epoch, stop,
+                                      seconds, evaluation, epochs_iter, on_epoch_end, path)
         except BaseException:  # a crash, Ctrl-C, or submitit's exit after a requeue: keep the last epoch
             save_pending_checkpoints(path)
             raise
 
-    def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, stop, seconds, evaluation,
-                      epochs_iter, on_epoch_end, path) -> PhaseResult:
+    def _train_epochs(self, model, forward, optimizer, phase, settings, masks, start_epoch, stop, seconds,
+                      evaluation, epochs_iter, on_epoch_end, path) -> PhaseResult:
+        """The epochs of a phase; `forward` is the module the forward passes run through (`compiled`)."""
         weights = prunable_parameters(model)
         masked_weights, mask_list = self.mask_lists(model, masks)
         sparsity = sparsity_report(model, masks).sparsity
@@ -365,8 +387,8 @@ class Trainer:
             lr = settings.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list,
-                                                 settings.precision)
+            loss_sum, correct = self.train_epoch(forward, optimizer, epoch, settings.batch_size, masked_weights,
+                                                 mask_list, settings.precision)
             train_loss = loss_sum / self.data.train_size
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in phase {phase!r}, epoch {epoch} (lr {lr})")
@@ -379,7 +401,7 @@ class Trainer:
                     sparsity = sparsity_report(model, masks).sparsity
             tested = settings.evaluates_after(epoch) or epoch + 1 == stop
             if tested:
-                evaluation = evaluate(model, self.data, settings.precision)
+                evaluation = evaluate(forward, self.data, settings.precision)
             seconds += time.perf_counter() - started
             self.epoch_log.append({
                 "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,

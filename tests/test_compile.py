@@ -1,0 +1,62 @@
+"""`train.compile`: torch.compile'd forward passes keep masks, checkpoints, resume and determinism.
+
+The training tests compile resnet8 on digits (Inductor's C++ kernels: tens of seconds), so they are
+marked slow; whether compiling pays is measured by `python -m bench.perf --measure compile`, not here.
+"""
+
+import pytest
+import torch
+
+from bench.atomic import load_checked
+from bench.errors import BenchError
+from bench.masks import global_mask, magnitude_scores, prunable_parameters
+from bench.spec import JobSpec
+from bench.train import TrainSettings
+from tests.test_train import Interrupt, new_model, trainer_for
+
+COMPILED = TrainSettings(epochs=2, batch_size=100, compile=True)
+
+
+def test_compile_is_off_by_default_part_of_the_identity_and_checked():
+    assert TrainSettings().compile is False
+    plain = JobSpec("dense", "digits", "resnet8")
+    assert JobSpec("dense", "digits", "resnet8", train={"compile": False}).job_id == plain.job_id
+    assert JobSpec("dense", "digits", "resnet8", train={"compile": True}).job_id != plain.job_id
+    with pytest.raises(BenchError, match="accepted: true or false"):
+        TrainSettings(compile="yes")
+
+
+@pytest.mark.slow
+def test_compiled_training_keeps_masks_and_is_deterministic(digits_device, tmp_path):
+    masks = global_mask(magnitude_scores(new_model()), 0.8)
+    models, results = [], []
+    for name in ("a", "b"):
+        model = new_model()
+        results.append(trainer_for(digits_device, tmp_path / name).train(model, "p", COMPILED, masks=dict(masks)))
+        models.append(model)
+    for name, weight in prunable_parameters(models[0]).items():
+        assert torch.all(weight[masks[name] == 0] == 0)
+    assert results[0].evaluation == results[1].evaluation and results[0].evaluation.accuracy > 0.3
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    saved = load_checked(tmp_path / "a" / "ckpt" / "p.pt")
+    assert saved["model"].keys() == models[0].state_dict().keys(), "the plain model's state_dict is saved"
+
+
+@pytest.mark.slow
+def test_compiled_training_resumes_to_the_same_result(digits_device, tmp_path):
+    reference_model = new_model()
+    reference = trainer_for(digits_device, tmp_path / "a").train(reference_model, "p", COMPILED)
+
+    def crash_after_epoch_zero(epoch, model, masks):
+        if epoch == 0:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        trainer_for(digits_device, tmp_path / "b").train(new_model(), "p", COMPILED,
+                                                          on_epoch_end=crash_after_epoch_zero)
+    resumed_model = new_model(seed=99)
+    resumed = trainer_for(digits_device, tmp_path / "b").train(resumed_model, "p", COMPILED)
+    assert resumed.evaluation == reference.evaluation
+    for a, b in zip(reference_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
