@@ -24,6 +24,10 @@
   issue 2's targets harness/bare <= 1.05, masked/dense <= 1.03). A bare loop over NCHW tensors is shown
   beside it. (Before issue 19 this measure ignored `--precision`: both loops ran fp32 whatever was asked,
   so a bf16 run printed fp32 numbers.)
+- `compile`: whether `train.compile` pays for a job: a training epoch over `--train-images` eager against
+  compiled (`--compile-epochs` timed epochs each, after the compiled model's first epoch, whose extra time
+  is the compile), and the evaluation graph's compile; then the seconds saved over a job of `--job-epochs`
+  epochs against the seconds compiling costs (once per phase and process).
 
 `--precision` takes a comma list (`fp32,bf16`): every measure runs in each precision, one after the other
 on the same data, and the end prints bf16's speed against fp32's (the epoch's with its test passes, and the
@@ -69,11 +73,12 @@ from bench.train import (
     Trainer,
     TrainSettings,
     autocast,
+    compiled,
     evaluate,
     optimizer_options,
 )
 
-MEASURES = ("epoch", "packing", "overhead")
+MEASURES = ("epoch", "packing", "overhead", "compile")
 OLD_EVAL_BATCH_SIZE = 1000
 EPOCH_TARGET = 0.75
 
@@ -109,6 +114,7 @@ def main_parser() -> argparse.ArgumentParser:
     parser.add_argument("--perf-file", help="throughput file (default: perf.json in the cache folder)")
     parser.add_argument("--steps", type=int, default=20, help="overhead: training steps per timed epoch")
     parser.add_argument("--repeats", type=int, default=7, help="overhead: timed epochs per variant (median)")
+    parser.add_argument("--compile-epochs", type=int, default=2, help="compile: timed epochs, eager and compiled")
     return parser
 
 
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             measurement |= {"packed_images_per_s": measure_packing(args, device, packing, precision)}
         if "overhead" in measures:
             steps[precision] = measure_overhead(args, device, precision)
+        if "compile" in measures:
+            measure_compile(args, device, precision)
         if measurement:
             measured[precision] = measurement
             _store(args, name, precision, measurement)
@@ -387,6 +395,54 @@ def measure_overhead(args: argparse.Namespace, device: torch.device, precision: 
           f"{precision} over the harness's channels-last batches)")
     print(f"  masked/dense = {median['masked'] / median['harness']:.3f}  (target <= 1.03)")
     return median["harness"]
+
+
+# --- compile: does torch.compile pay for a job? -----------------------------------------------------
+
+
+def _timed(run, device: torch.device) -> float:
+    started = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - started
+
+
+def measure_compile(args: argparse.Namespace, device: torch.device, precision: str) -> dict[str, float]:
+    """Compile seconds (training and evaluation graphs) against the seconds `train.compile` saves per epoch."""
+    if args.compile_epochs < 1:
+        raise BenchError(f"--compile-epochs {args.compile_epochs}; accepted: an integer >= 1")
+    data = DeviceData(synthetic_cifar(args.train_images, args.test_images), device)
+    scratch = Path(tempfile.mkdtemp(prefix="prunebench-perf-"))
+    trainer = Trainer(data, 0, scratch, EpochLog(scratch / "epochs.csv"), progress=False)
+    seconds: dict[str, dict[str, float]] = {}
+    for name in ("eager", "compiled"):
+        model = build_model(args.arch, ModelInput(3, 10, 32), seed=0).to(device)
+        model.to(memory_format=MODEL_MEMORY_FORMAT.get(device.type, torch.preserve_format))
+        forward = compiled(model, TrainSettings(compile=name == "compiled")).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, **optimizer_options(device))
+
+        def epoch(forward=forward, optimizer=optimizer) -> None:
+            trainer.train_epoch(forward, optimizer, 0, args.batch_size, [], [], precision)
+
+        first = _timed(epoch, device)
+        first_eval = _timed(lambda forward=forward: evaluate(forward, data, precision), device)
+        timed = [_timed(epoch, device) for _ in range(args.compile_epochs)]
+        later_eval = _timed(lambda forward=forward: evaluate(forward, data, precision), device)
+        seconds[name] = {"first": first, "epoch": statistics.median(timed), "first_eval": first_eval,
+                         "eval": later_eval}
+    eager, fast = seconds["eager"], seconds["compiled"]
+    compile_s = (fast["first"] - fast["epoch"]) - (eager["first"] - eager["epoch"]) + fast["first_eval"] - fast["eval"]
+    saved = eager["epoch"] - fast["epoch"]
+    job_saved = saved * args.job_epochs
+    print(f"compile ({precision}): {args.train_images} training images, {args.test_images} test images, "
+          f"median of {args.compile_epochs} epochs")
+    print(f"  eager    {eager['epoch']:8.2f} s/epoch, test pass {eager['eval']:.2f} s")
+    print(f"  compiled {fast['epoch']:8.2f} s/epoch, test pass {fast['eval']:.2f} s; compiling took "
+          f"{compile_s:.1f} s (training and evaluation graphs, once per phase and process)")
+    verdict = "pays" if job_saved > compile_s else "does NOT pay"
+    print(f"  a job of {args.job_epochs} epochs saves {job_saved:.1f} s against {compile_s:.1f} s compiling: "
+          f"train.compile {verdict} here" + (f" (break-even after {compile_s / saved:.1f} epochs)" if saved > 0 else ""))
+    return {"compile_s": compile_s, "saved_s_per_epoch": saved}
 
 
 if __name__ == "__main__":

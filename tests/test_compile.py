@@ -4,10 +4,13 @@ The training tests compile resnet8 on digits (Inductor's C++ kernels: tens of se
 marked slow; whether compiling pays is measured by `python -m bench.perf --measure compile`, not here.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from bench.atomic import load_checked
+from bench.data import DeviceData
 from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores, prunable_parameters
 from bench.spec import JobSpec
@@ -15,6 +18,13 @@ from bench.train import TrainSettings
 from tests.test_train import Interrupt, new_model, trainer_for
 
 COMPILED = TrainSettings(epochs=2, batch_size=100, compile=True)
+
+
+@pytest.fixture()
+def even_digits(digits) -> DeviceData:
+    """Digits cut to whole batches of 100 (training and test): one graph to compile for each, not four."""
+    return DeviceData(replace(digits, train_images=digits.train_images[:1000], train_labels=digits.train_labels[:1000],
+                              test_images=digits.test_images[:300], test_labels=digits.test_labels[:300]), "cpu")
 
 
 def test_compile_is_off_by_default_part_of_the_identity_and_checked():
@@ -27,12 +37,12 @@ def test_compile_is_off_by_default_part_of_the_identity_and_checked():
 
 
 @pytest.mark.slow
-def test_compiled_training_keeps_masks_and_is_deterministic(digits_device, tmp_path):
+def test_compiled_training_keeps_masks_and_is_deterministic(even_digits, tmp_path):
     masks = global_mask(magnitude_scores(new_model()), 0.8)
     models, results = [], []
     for name in ("a", "b"):
         model = new_model()
-        results.append(trainer_for(digits_device, tmp_path / name).train(model, "p", COMPILED, masks=dict(masks)))
+        results.append(trainer_for(even_digits, tmp_path / name).train(model, "p", COMPILED, masks=dict(masks)))
         models.append(model)
     for name, weight in prunable_parameters(models[0]).items():
         assert torch.all(weight[masks[name] == 0] == 0)
@@ -44,19 +54,19 @@ def test_compiled_training_keeps_masks_and_is_deterministic(digits_device, tmp_p
 
 
 @pytest.mark.slow
-def test_compiled_training_resumes_to_the_same_result(digits_device, tmp_path):
+def test_compiled_training_resumes_to_the_same_result(even_digits, tmp_path):
     reference_model = new_model()
-    reference = trainer_for(digits_device, tmp_path / "a").train(reference_model, "p", COMPILED)
+    reference = trainer_for(even_digits, tmp_path / "a").train(reference_model, "p", COMPILED)
 
     def crash_after_epoch_zero(epoch, model, masks):
         if epoch == 0:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        trainer_for(digits_device, tmp_path / "b").train(new_model(), "p", COMPILED,
+        trainer_for(even_digits, tmp_path / "b").train(new_model(), "p", COMPILED,
                                                           on_epoch_end=crash_after_epoch_zero)
     resumed_model = new_model(seed=99)
-    resumed = trainer_for(digits_device, tmp_path / "b").train(resumed_model, "p", COMPILED)
+    resumed = trainer_for(even_digits, tmp_path / "b").train(resumed_model, "p", COMPILED)
     assert resumed.evaluation == reference.evaluation
     for a, b in zip(reference_model.state_dict().values(), resumed_model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
