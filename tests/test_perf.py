@@ -29,5 +29,6 @@ def test_epoch_and_packing_are_measured_and_stored(tmp_path: Path, capsys: pytes
     stored = read_throughputs(perf)[name]["resnet8/fp32"]
     assert stored["train_images_per_s"] > 0 and stored["eval_images_per_s"] > 0
     assert stored["epoch_s_old"] > 0 and stored["epoch_s_new"] > 0 and stored["job_epochs"] == 3
+    assert stored["host"] and stored["machine"] and stored["measured"]
     assert set(stored["packed_images_per_s"]) == {"1"} and stored["packed_images_per_s"]["1"] > 0
     assert perf_main(arguments[:-2] + ["--measure", "overhead,speed", "--perf-file", str(perf)]) == 2
