@@ -22,6 +22,7 @@ from tabulate import tabulate
 from bench import preflight
 from bench.cli import guarded, resolve_device
 from bench.cost import format_cost, grid_cost
+from bench.cpu_support import bf16_support
 from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
     check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
+    _say_if_bf16_is_slow(planned, device)
     if args.dry_run:
         listed = _dry_run(planned, results)
         path = perf_path(args.perf_file, data)
@@ -193,6 +195,17 @@ def _device(args: argparse.Namespace) -> str:
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         resolve_device(args.device)  # raises the one-line error naming the accepted devices
     return args.device
+
+
+def _say_if_bf16_is_slow(planned: list[PlannedJob], device: str) -> None:
+    """One line before bf16 jobs run on a CPU without fast bf16 (they train several times slower than fp32)."""
+    from bench.jobs import train_settings_for
+
+    if device != "cpu" or all(train_settings_for(job.spec).precision != "bf16" for job in planned):
+        return
+    support = bf16_support()
+    if support.fast is not True:
+        print(f"note: {support.advice()}")
 
 
 def _dry_run(planned: list[PlannedJob], results: Path) -> int:
