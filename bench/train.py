@@ -42,6 +42,8 @@ import contextlib
 import csv
 import io
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -199,7 +201,19 @@ def compiled(model: nn.Module, settings: TrainSettings) -> nn.Module:
     tensors); checkpoints keep saving the plain model's state_dict. Shapes are static (`dynamic=False`): a
     ragged last batch compiles a graph of its own once instead of one symbolic graph for every size, which
     compiles several times slower on the CPU."""
-    return torch.compile(model, dynamic=False) if settings.compile else model
+    if not settings.compile:
+        return model
+    on_cpu = any(parameter.device.type == "cpu" for parameter in model.parameters())
+    if on_cpu and not cpp_compiler():
+        raise BenchError("train.compile on the CPU needs a C++ compiler for Inductor's kernels (g++, clang++ or "
+                         "$CXX on PATH), and none was found; accepted here: train.compile=false")
+    return torch.compile(model, dynamic=False)
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU kernels would use ($CXX, else g++, c++ or clang++), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((shutil.which(name) for name in names if shutil.which(name)), None)
 
 
 def optimizer_options(device: torch.device) -> dict:

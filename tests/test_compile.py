@@ -14,10 +14,11 @@ from bench.data import DeviceData
 from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores, prunable_parameters
 from bench.spec import JobSpec
-from bench.train import TrainSettings
+from bench.train import TrainSettings, cpp_compiler
 from tests.test_train import Interrupt, new_model, trainer_for
 
 COMPILED = TrainSettings(epochs=2, batch_size=100, compile=True)
+needs_compiler = pytest.mark.skipif(cpp_compiler() is None, reason="torch.compile on the CPU needs a C++ compiler")
 
 
 @pytest.fixture()
@@ -36,7 +37,17 @@ def test_compile_is_off_by_default_part_of_the_identity_and_checked():
         TrainSettings(compile="yes")
 
 
+def test_compile_without_a_cpp_compiler_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch):
+    from bench.train import compiled
+
+    monkeypatch.setenv("CXX", "no-such-compiler-prunebench")
+    with pytest.raises(BenchError, match="needs a C.. compiler .*accepted here: train.compile=false"):
+        compiled(new_model(), COMPILED)
+    assert compiled(new_model(), TrainSettings()) is not None
+
+
 @pytest.mark.slow
+@needs_compiler
 def test_compiled_training_keeps_masks_and_is_deterministic(even_digits, tmp_path):
     masks = global_mask(magnitude_scores(new_model()), 0.8)
     models, results = [], []
@@ -54,6 +65,7 @@ def test_compiled_training_keeps_masks_and_is_deterministic(even_digits, tmp_pat
 
 
 @pytest.mark.slow
+@needs_compiler
 def test_compiled_training_resumes_to_the_same_result(even_digits, tmp_path):
     reference_model = new_model()
     reference = trainer_for(even_digits, tmp_path / "a").train(reference_model, "p", COMPILED)
