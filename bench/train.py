@@ -199,8 +199,8 @@ def compiled(model: nn.Module, settings: TrainSettings) -> nn.Module:
     """The module the forward passes run through: `torch.compile(model)` when `settings.compile`, else the
     model itself. The compiled module shares the model's parameters (masks and the optimizer see the same
     tensors); checkpoints keep saving the plain model's state_dict. Shapes are static (`dynamic=False`): a
-    ragged last batch compiles a graph of its own once instead of one symbolic graph for every size, which
-    compiles several times slower on the CPU."""
+    ragged last batch compiles a graph of its own once instead of one symbolic graph for every size (a
+    symbolic compile of ResNet-8 had not finished after 12 minutes on the loaded 2-core VM, 2026-12-06)."""
     if not settings.compile:
         return model
     on_cpu = any(parameter.device.type == "cpu" for parameter in model.parameters())
