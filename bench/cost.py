@@ -14,13 +14,16 @@ adding what the jobs before it in the plan had not reached.
   images/s, at what `python -m bench.perf` stored for the device, the job's arch and precision
   (`bench.throughput`), with one job per device and, where it measured packing, at the best number of
   jobs per device. The throughput is measured on CIFAR-shaped images (3x32x32); jobs of an arch or
-  precision not measured on a device are counted apart, never guessed.
+  precision not measured on a device are counted apart, never guessed. Each device's hours name the file,
+  and for every measurement used the date, host and machine it was taken on (`measured_where`): a number
+  measured elsewhere, e.g. copied from a colleague, says so and is never shown as this machine's.
 - A job whose work depends on a sparsity found at run time (an iterative method at `found` before
   IMC's analysis is done) or on a dataset whose size is unknown without its files is listed, not counted.
 """
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,7 @@ class DeviceHours:
     packed_hours: float | None = None
     jobs_per_device: int = 1
     unmeasured: dict[str, int] = field(default_factory=dict)  # "arch/precision" -> jobs
+    used: dict[str, dict[str, Any]] = field(default_factory=dict)  # "arch/precision" -> the measurement used
 
 
 def device_hours(cost: GridCost, device: str, measurements: dict[str, dict[str, Any]]) -> DeviceHours:
@@ -146,6 +150,7 @@ def device_hours(cost: GridCost, device: str, measurements: dict[str, dict[str, 
         if measured is None:
             result.unmeasured[kernel] = part.jobs
             continue
+        result.used[kernel] = measured
         seconds = part.train_passes / measured["train_images_per_s"] + part.eval_passes / measured["eval_images_per_s"]
         result.hours += seconds / SECONDS_PER_HOUR
         packed = {int(jobs): rate for jobs, rate in measured.get("packed_images_per_s", {}).items()}
@@ -185,7 +190,22 @@ def format_cost(cost: GridCost, throughputs: dict[str, dict[str, dict[str, Any]]
             missing = ", ".join(f"{kernel} ({jobs} jobs)" for kernel, jobs in sorted(hours.unmeasured.items()))
             text += f"; not measured there: {missing}"
         lines.append(text)
+        lines.extend(f"    {kernel}: {measured_where(measured)}" for kernel, measured in sorted(hours.used.items()))
     return "\n".join(lines)
+
+
+def measured_where(measurement: dict[str, Any], host: str | None = None) -> str:
+    """When, where and with what a stored throughput was measured; says so when it was another host."""
+    host = host or socket.gethostname()
+    when = measurement.get("measured", "at an unrecorded date")
+    if "host" not in measurement:
+        return (f"measured {when}, machine not recorded (stored before bench.perf recorded it); rerun "
+                "python -m bench.perf on this machine to trust it")
+    where = f"on {measurement['host']} ({measurement.get('machine', 'machine not recorded')})"
+    versions = f", torch {measurement['torch']}" if "torch" in measurement else ""
+    threads = f", {measurement['threads']} threads" if "threads" in measurement else ""
+    elsewhere = "" if measurement["host"] == host else f"; NOT this machine ({host})"
+    return f"measured {when} {where}{versions}{threads}{elsewhere}"
 
 
 def _row(name: str, cost: Cost) -> dict[str, str]:

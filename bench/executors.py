@@ -9,7 +9,9 @@ computed by the first job that needs it, under its lock, and the others load it 
 - `inline`: this process, in dependency order (IMC's analysis before the jobs at "found").
 - `local`: a pool of `--workers` spawned processes, one GPU each where there are GPUs
   (`CUDA_VISIBLE_DEVICES`), or `--jobs-per-gpu N` workers sharing each GPU; a job starts when its
-  dependencies are done. submitit's LocalExecutor is
+  dependencies are done. Each worker runs `--threads-per-job` CPU threads (default: OMP_NUM_THREADS,
+  else the cores divided by the workers; `bench.threads`), so the pool never oversubscribes the cores
+  unless told to. submitit's LocalExecutor is
   not used: it has no queue and starts every job at once (submitit #1685, #1718).
 - `slurm`: submitit's `AutoExecutor` following `shared/specs/harness-anchors.md` (d) and avoiding
   Hydra's submitit-launcher pitfalls: the submitit folder lives in the results folder; `timeout_min`
@@ -62,6 +64,7 @@ from bench.provenance import REPO_ROOT
 from bench.slurm_limits import check_request
 from bench.spec import RunSettings
 from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, wait_for_job, write_spec
+from bench.threads import available_cores, oversubscription, threads_per_job, use_threads
 from bench.tracking import JobState, append_jobs_log, job_states
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -252,9 +255,7 @@ def _init_worker(devices: Any, threads: int) -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
-    import torch
-
-    torch.set_num_threads(threads)
+    use_threads(threads)
 
 
 def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
@@ -280,12 +281,14 @@ def _run_in_worker(spec_path: str, retry_failed: bool, after: str | None = None)
 def default_workers() -> int:
     import torch
 
-    return torch.cuda.device_count() or max(1, (os.cpu_count() or 1) // 2)
+    return torch.cuda.device_count() or max(1, available_cores() // 2)
 
 
 def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, workers: int | None = None,
-              retry_failed: bool = False, echo: Printer = print, jobs_per_gpu: int = 1) -> Outcome:
-    """Run the jobs in a pool of worker processes; each starts once its dependencies are done."""
+              retry_failed: bool = False, echo: Printer = print, jobs_per_gpu: int = 1,
+              threads: int | None = None) -> Outcome:
+    """Run the jobs in a pool of worker processes, each with `threads` CPU threads (None: `threads_per_job`'s
+    default); each job starts once its dependencies are done."""
     import torch
 
     gpus = torch.cuda.device_count() if run.device.startswith("cuda") else 0
@@ -303,9 +306,12 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
         run = replace(run, progress=False)
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_job(workers, threads)
     sharing = f", {jobs_per_gpu} per GPU" if jobs_per_gpu > 1 else ", one GPU each"
-    echo(f"local pool: {workers} worker(s){sharing if gpus else f', {threads} CPU thread(s) each'}")
+    echo(f"local pool: {workers} worker(s){sharing if gpus else ''}, {threads} CPU thread(s) each")
+    crowded = oversubscription(workers, threads)
+    if crowded:
+        echo(crowded)
     progress = Progress(planned, results, retry_failed, echo)
     outcome.states.update({job.job_id: progress.skips(job) for job in planned if progress.skips(job)})
     waiting = [job for job in planned if not progress.skips(job)]

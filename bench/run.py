@@ -25,6 +25,7 @@ from tabulate import tabulate
 from bench import preflight
 from bench.cli import guarded, resolve_device
 from bench.cost import format_cost, grid_cost
+from bench.cpu_support import bf16_support
 from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
@@ -34,6 +35,7 @@ from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
 from bench.spec import JobSpec, RunSettings
 from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
+from bench.threads import threads_per_job, use_threads
 from bench.throughput import perf_path, read_throughputs
 from bench.tracking import NEW, job_states
 
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--executor", default="inline", choices=EXECUTORS,
                         help="inline: this process; local: a pool of worker processes; slurm: submit and return")
     parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
+    parser.add_argument("--threads-per-job", type=int, metavar="N",
+                        help="CPU threads of each job (inline: this process; local: each worker; default: "
+                             "OMP_NUM_THREADS, else the cores divided by the workers; slurm: use --cpus-per-job)")
     parser.add_argument("--jobs-per-gpu", type=int, default=1,
                         help="jobs sharing one GPU at once (local: workers per GPU; slurm: jobs per array task)")
     slurm = parser.add_argument_group("slurm executor")
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
     check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
+    _say_if_bf16_is_slow(planned, device)
     if args.dry_run:
         listed = _dry_run(planned, results)
         path = perf_path(args.perf_file, data)
@@ -146,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_every < 0:
         raise BenchError(f"--log-every {args.log_every}; accepted: an integer >= 0 (0: no epoch lines)")
     check_loggers(tuple(args.log))
+    if args.threads_per_job is not None:
+        if args.executor == "slurm":
+            raise BenchError("--threads-per-job is not used by --executor slurm; accepted there: --cpus-per-job N "
+                             "(each job runs that many threads)")
+        threads_per_job(1, args.threads_per_job)  # the one-line error for a bad value, before any work
     run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
     preflight.check_run(planned, results, run, args.executor)
     record_plan(results, args.grid, plan_overrides(args), planned, quick=any(part.quick for part in grid.parts))
@@ -164,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if outcome.blocked else 0
     if args.executor == "local":
         outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed,
-                            jobs_per_gpu=args.jobs_per_gpu)
+                            jobs_per_gpu=args.jobs_per_gpu, threads=args.threads_per_job)
     else:
+        if args.threads_per_job is not None:
+            use_threads(args.threads_per_job)
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))
     return 1 if outcome.failed else 0
@@ -231,6 +244,17 @@ def _device(args: argparse.Namespace) -> str:
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         resolve_device(args.device)  # raises the one-line error naming the accepted devices
     return args.device
+
+
+def _say_if_bf16_is_slow(planned: list[PlannedJob], device: str) -> None:
+    """One line before bf16 jobs run on a CPU without fast bf16 (they train several times slower than fp32)."""
+    from bench.jobs import train_settings_for
+
+    if device != "cpu" or all(train_settings_for(job.spec).precision != "bf16" for job in planned):
+        return
+    support = bf16_support()
+    if support.fast is not True:
+        print(f"note: {support.advice()}")
 
 
 def _dry_run(planned: list[PlannedJob], results: Path) -> int:

@@ -7,7 +7,8 @@ image-passes into device-hours. Layout:
     {"devices": {"<device name>": {"<arch>/<precision>": {
         "train_images_per_s": ..., "eval_images_per_s": ...,   # one job on the device
         "packed_images_per_s": {"1": ..., "2": ..., ...},        # all jobs together, N jobs per device
-        "measured": "<UTC time>", "torch": "<version>", ...}}}}
+        "measured": "<UTC time>", "host": "<hostname>", "machine": "<CPU model, cores>",
+        "torch": "<version>", ...}}}}
 
 The device name is the one job records carry (`methods.base.device_name`: the GPU's name, or the CPU
 with its thread count), so a measurement applies to the jobs that ran on that device.
@@ -15,6 +16,8 @@ with its thread count), so a measurement applies to the jobs that ran on that de
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,20 @@ from bench.data import DataSettings
 from bench.errors import BenchError
 
 PERF_FILE = "perf.json"
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def machine_description(cpuinfo: Path = CPUINFO) -> str:
+    """The machine a measurement was taken on, for people reading it later: CPU model and core count."""
+    model = platform.processor() or platform.machine()
+    try:
+        line = next((line for line in cpuinfo.read_text(errors="replace").splitlines()
+                     if line.startswith("model name")), None)
+    except OSError:
+        line = None
+    if line is not None:
+        model = line.partition(":")[2].strip() or model
+    return f"{model}, {os.cpu_count() or 1} cores"
 
 
 def perf_path(explicit: str | Path | None = None, data: DataSettings | None = None) -> Path:

@@ -19,7 +19,14 @@ On CUDA (`use_fast_kernels`, `optimizer_options`, `MODEL_MEMORY_FORMAT`): the mo
 masks are channels-last (the batches already are), SGD is the fused kernel, and `cudnn.benchmark` picks
 the convolution algorithms; the CPU path is unchanged. `precision = "bf16"` (opt-in, part of the job's
 identity) runs the forward passes of training and evaluation under `torch.autocast` with bfloat16; the
-weights, gradients and optimizer stay float32.
+weights, gradients and optimizer stay float32. It pays only on CPUs with AMX-BF16 or AVX512-BF16 and on
+GPUs (`bench.cpu_support`, docs/performance.md).
+
+`compile = True` (opt-in, part of the job's identity: Inductor's fused kernels round differently) runs the
+forward passes of a phase through `torch.compile(model)`; the compiled module shares the model's
+parameters, so masks, the optimizer, checkpoints (the plain model's state_dict) and resume are as without
+it. It costs the compile time once per phase and process (twice: the training and the evaluation graph);
+whether that pays is measured by `python -m bench.perf --measure compile`.
 
 Masks: pruned weights are zeroed once when a phase starts (or its masks change), and after every
 backward pass their gradients are multiplied by the mask (one fused `_foreach_mul_`). SGD's momentum
@@ -42,6 +49,7 @@ import csv
 import io
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -88,7 +96,11 @@ class TrainSettings:
     eval_every: int = field(
         default=10, metadata={"help": "test-set evaluation every N epochs (the last epoch is always evaluated)"})
     precision: str = field(
-        default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast)"})
+        default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast; "
+                                          "pays only on GPUs and CPUs with AMX/AVX512-BF16)"})
+    compile: bool = field(
+        default=False, metadata={"help": "run the forward passes through torch.compile (costs compile time once "
+                                         "per phase; see python -m bench.perf --measure compile)"})
 
     def __post_init__(self) -> None:
         if not (0 <= self.epochs <= MAX_EPOCHS and self.batch_size >= 1 and self.eval_every >= 1):
@@ -105,6 +117,8 @@ class TrainSettings:
                                  f"{high:g}]")
         if self.precision not in PRECISIONS:
             raise BenchError(f"training precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
+        if not isinstance(self.compile, bool):
+            raise BenchError(f"train.compile {self.compile!r}; accepted: true or false")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
 
     def evaluates_after(self, epoch: int) -> bool:
@@ -202,6 +216,27 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """The forward passes' precision context: `torch.autocast` for bf16, nothing for fp32."""
     dtype = PRECISIONS[precision]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def compiled(model: nn.Module, settings: TrainSettings) -> nn.Module:
+    """The module the forward passes run through: `torch.compile(model)` when `settings.compile`, else the
+    model itself. The compiled module shares the model's parameters (masks and the optimizer see the same
+    tensors); checkpoints keep saving the plain model's state_dict. Shapes are static (`dynamic=False`): a
+    ragged last batch compiles a graph of its own once instead of one symbolic graph for every size (a
+    symbolic compile of ResNet-8 had not finished after 12 minutes on the loaded 2-core VM, 2026-12-06)."""
+    if not settings.compile:
+        return model
+    on_cpu = any(parameter.device.type == "cpu" for parameter in model.parameters())
+    if on_cpu and not cpp_compiler():
+        raise BenchError("train.compile on the CPU needs a C++ compiler for Inductor's kernels (g++, clang++ or "
+                         "$CXX on PATH), and none was found; accepted here: train.compile=false")
+    return torch.compile(model, dynamic=False)
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU kernels would use ($CXX, else g++, c++ or clang++), or None."""
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+    return next((shutil.which(name) for name in names if shutil.which(name)), None)
 
 
 def optimizer_options(device: torch.device) -> dict:
@@ -372,8 +407,9 @@ class Trainer:
             first_epoch, seconds = state["next_epoch"], state["seconds"]
             torch.set_rng_state(state["cpu_rng"])
         self.epoch_log.drop_after(phase, first_epoch - 1)
-        model.train()
-        evaluation = evaluate(model, self.data, settings.precision) if first_epoch >= stop else None
+        forward = compiled(model, settings)
+        forward.train()
+        evaluation = evaluate(forward, self.data, settings.precision) if first_epoch >= stop else None
         epochs_iter = range(first_epoch, stop)
         if self.progress:
             from tqdm import tqdm
@@ -381,14 +417,15 @@ class Trainer:
             epochs_iter = tqdm(epochs_iter, desc=phase, initial=first_epoch, total=stop, leave=False)
         path = self.checkpoint_path(phase)
         try:
-            return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, stop, seconds,
-                                      evaluation, epochs_iter, on_epoch_end, path, mask_updater)
+            return self._train_epochs(model, forward, optimizer, phase, settings, masks, start_epoch, stop,
+                                      seconds, evaluation, epochs_iter, on_epoch_end, path, mask_updater)
         except BaseException:  # a crash, Ctrl-C, or submitit's exit after a requeue: keep the last epoch
             save_pending_checkpoints(path)
             raise
 
-    def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, stop, seconds, evaluation,
-                      epochs_iter, on_epoch_end, path, mask_updater=None) -> PhaseResult:
+    def _train_epochs(self, model, forward, optimizer, phase, settings, masks, start_epoch, stop, seconds,
+                      evaluation, epochs_iter, on_epoch_end, path, mask_updater=None) -> PhaseResult:
+        """The epochs of a phase; `forward` is the module the forward passes run through (`compiled`)."""
         weights = prunable_parameters(model)
         masked_weights, mask_list = self.mask_lists(model, masks)
         sparsity = sparsity_report(model, masks).sparsity
@@ -398,8 +435,8 @@ class Trainer:
             lr = settings.lr_at(epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list,
-                                                 settings.precision, mask_updater)
+            loss_sum, correct = self.train_epoch(forward, optimizer, epoch, settings.batch_size, masked_weights,
+                                                 mask_list, settings.precision, mask_updater, weights_of=model)
             if mask_updater is not None and mask_updater.masks is not masks:
                 masks = mask_updater.masks
                 masked_weights, mask_list = self.mask_lists(model, masks)
@@ -416,7 +453,7 @@ class Trainer:
                     sparsity = sparsity_report(model, masks).sparsity
             tested = settings.evaluates_after(epoch) or epoch + 1 == stop
             if tested:
-                evaluation = evaluate(model, self.data, settings.precision)
+                evaluation = evaluate(forward, self.data, settings.precision)
             seconds += time.perf_counter() - started
             self.epoch_log.append({
                 "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
@@ -441,8 +478,11 @@ class Trainer:
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
                     masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor], precision: str = "fp32",
-                    mask_updater: MaskUpdater | None = None) -> tuple[float, int]:
+                    mask_updater: MaskUpdater | None = None, weights_of: nn.Module | None = None) -> tuple[float, int]:
         """One pass over the training set (the hot loop); returns (summed loss, correct predictions).
+
+        The forward passes run through `model` (a `torch.compile`d module where `train.compile` is on);
+        `weights_of` is the plain module whose named weights the masks name (default: `model`).
 
         Loss and accuracy accumulate on the device and are read once at the end, so the loop never
         waits for the device (except at the iterations where `mask_updater` changes the mask).
@@ -459,13 +499,14 @@ class Trainer:
             loss.backward()
             changes = mask_updater is not None and mask_updater.updates_at(step)
             if changes and mask_updater.replaces_step:  # RigL: the dense gradient picks growth; no SGD step
-                masked_weights, mask_list = self._change_masks(mask_updater, step, model, optimizer, True)
+                masked_weights, mask_list = self._change_masks(mask_updater, step, weights_of or model, optimizer, True)
             else:
                 if masked_weights:
                     torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
                 optimizer.step()
                 if changes:
-                    masked_weights, mask_list = self._change_masks(mask_updater, step, model, optimizer, False)
+                    masked_weights, mask_list = self._change_masks(mask_updater, step, weights_of or model, optimizer,
+                                                                   False)
             loss_sum += loss.detach() * labels.numel()
             correct += (logits.detach().argmax(1) == labels).sum()
         return loss_sum.item(), int(correct.item())

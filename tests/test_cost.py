@@ -80,3 +80,25 @@ def test_dry_run_ends_with_the_cost(tmp_path: Path, capsys: pytest.CaptureFixtur
     hours = (40 * DIGITS_TRAIN + 4 * DIGITS_TEST) / 100 / 3600
     assert f"cpu-test: {hours:,.1f} h with 1 job per device" in output
     assert perf_path(None, DataSettings(cache_dir=str(tmp_path))) == tmp_path / "perf.json"
+
+
+def test_device_hours_name_the_file_machine_and_date_of_each_measurement(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture) -> None:
+    import socket
+
+    perf = tmp_path / "perf.json"
+    elsewhere = {"train_images_per_s": 100.0, "eval_images_per_s": 100.0, "measured": "2026-01-02T03:04:05+00:00",
+                 "host": "colleagues-box", "machine": "Intel Xeon, 2 cores", "torch": "2.14.1", "threads": 1}
+    store_throughput(perf, "cpu-elsewhere", "resnet8", "fp32", elsewhere)
+    store_throughput(perf, "cpu-here", "resnet8", "fp32", elsewhere | {"host": socket.gethostname()})
+    store_throughput(perf, "cpu-old", "resnet8", "fp32", {"train_images_per_s": 100.0, "eval_images_per_s": 100.0})
+    arguments = ["--methods", "dense", "--dataset", "digits", "--arch", "resnet8", "--epochs", "2",
+                 "--results", str(tmp_path / "results"), "--dry-run", "--perf-file", str(perf)]
+    assert run_main(arguments) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(str(perf) in line for line in lines if line.startswith("device-hours"))
+    where = {line.split(":")[0].strip(): lines[index + 1] for index, line in enumerate(lines) if line.startswith("  cpu-")}
+    assert ("measured 2026-01-02T03:04:05+00:00 on colleagues-box (Intel Xeon, 2 cores), torch 2.14.1, 1 threads; "
+            f"NOT this machine ({socket.gethostname()})") in where["cpu-elsewhere"]
+    assert "NOT this machine" not in where["cpu-here"] and socket.gethostname() in where["cpu-here"]
+    assert "machine not recorded" in where["cpu-old"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench import found, jobs, store
+from bench.errors import BenchError
 from bench.executors import run_inline, run_local
 from bench.grid import PlannedJob, load_grid, plan_jobs
 from bench.spec import FOUND, JobSpec, RunSettings
@@ -115,3 +116,33 @@ def test_an_array_task_runs_its_group_of_jobs_in_processes(tmp_path: Path) -> No
     failing = tiny("dense", lr=1e12)
     with pytest.raises(RuntimeError, match="1 of 2 jobs of this task not done"):
         SpecJobGroup()([paths[0], str(store.write_spec(tmp_path, failing, RUN))])
+
+
+def test_local_workers_share_the_cores_and_record_their_threads(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """2 workers on this machine's cores never run more threads in all than the cores (issue 19); an explicit
+    --threads-per-job and OMP_NUM_THREADS are honoured; each job's provenance.json records its threads."""
+    from bench.threads import available_cores, threads_per_job
+
+    def recorded_threads(results: Path, specs: list[JobSpec]) -> list[int]:
+        return [json.loads((store.job_dir(results, spec) / "provenance.json").read_text())["threads"]
+                for spec in specs]
+
+    specs = [tiny("dense", trial=0), tiny("dense", trial=1)]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the spawned workers inherit the environment
+    lines: list[str] = []
+    run_local([PlannedJob(spec) for spec in specs], tmp_path / "default", RUN, workers=2, echo=lines.append)
+    threads = recorded_threads(tmp_path / "default", specs)
+    assert sum(threads) <= max(2, available_cores()) and threads == [max(1, available_cores() // 2)] * 2, lines
+    assert not any(line.startswith("note:") for line in lines)
+
+    run_local([PlannedJob(spec) for spec in specs], tmp_path / "asked", RUN, workers=2, threads=3, echo=lines.append)
+    assert recorded_threads(tmp_path / "asked", specs) == [3, 3]
+    assert any(line.startswith("note: 2 jobs x 3 threads") for line in lines) or available_cores() >= 6
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_per_job(2, cores=64) == 1, "OMP_NUM_THREADS is the user's cap"
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    with pytest.raises(BenchError, match="OMP_NUM_THREADS='many'; accepted"):
+        threads_per_job(2)
+    with pytest.raises(BenchError, match="--threads-per-job 0; accepted"):
+        threads_per_job(2, 0)

@@ -29,5 +29,28 @@ def test_epoch_and_packing_are_measured_and_stored(tmp_path: Path, capsys: pytes
     stored = read_throughputs(perf)[name]["resnet8/fp32"]
     assert stored["train_images_per_s"] > 0 and stored["eval_images_per_s"] > 0
     assert stored["epoch_s_old"] > 0 and stored["epoch_s_new"] > 0 and stored["job_epochs"] == 3
+    assert stored["host"] and stored["machine"] and stored["measured"]
     assert set(stored["packed_images_per_s"]) == {"1"} and stored["packed_images_per_s"]["1"] > 0
     assert perf_main(arguments[:-2] + ["--measure", "overhead,speed", "--perf-file", str(perf)]) == 2
+
+
+def test_bf16_support_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
+    from bench.cpu_support import bf16_support, bf16_support_from_cpuinfo
+
+    def cpuinfo(flags: str) -> Path:
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n\n")
+        return path
+
+    amx = bf16_support_from_cpuinfo(cpuinfo("fpu sse avx2 avx512f avx512_bf16 amx_bf16 amx_tile"))
+    assert amx.fast and amx.flags == ("amx_bf16", "avx512_bf16") and "should pay" in amx.advice()
+    avx2 = bf16_support_from_cpuinfo(cpuinfo("fpu sse avx2 fma"))
+    assert avx2.fast is False and "will not pay here: use fp32" in avx2.advice()
+    assert bf16_support_from_cpuinfo(tmp_path / "absent").fast is None
+    assert "unknown" in bf16_support_from_cpuinfo(tmp_path / "absent").advice()
+    assert bf16_support().fast in (True, False, None)
+
+
+def test_precisions_are_a_checked_comma_list(capsys: pytest.CaptureFixture) -> None:
+    assert perf_main(["--device", "cpu", "--precision", "fp32,fp16", "--measure", "overhead"]) == 2
+    assert "--precision 'fp32,fp16'; accepted: a comma list of fp32, bf16" in capsys.readouterr().err
