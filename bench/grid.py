@@ -225,10 +225,13 @@ class PlannedJob:
 
     spec: JobSpec
     after: tuple[str, ...] = ()
+    recorded_id: str | None = None
+    """The id the job was run under (`bench.plans`): the report finds its folder without hashing the spec,
+    which needs the method's code (a plugin that is not installed here)."""
 
     @property
     def job_id(self) -> str:
-        return self.spec.job_id
+        return self.recorded_id or self.spec.job_id
 
 
 @dataclass(frozen=True)

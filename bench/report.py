@@ -30,7 +30,7 @@ from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
 from bench.paper import paper_table_number
-from bench.plans import describe_runs, plan_path, recorded_specs
+from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
 
@@ -222,14 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
-    specs = None if args.all_jobs or args.grid else recorded_specs(results)
-    if args.all_jobs or (args.grid is None and specs is None):
+    planned = None if args.all_jobs or args.grid else recorded_jobs(results)
+    if args.all_jobs or (args.grid is None and planned is None):
         collection, title = collect(results), "all jobs"
         description = f"Every job under `{results}`" + ("." if args.all_jobs else
                                                           f" (no {plan_path(results).name}: no bench.run recorded a plan here).")
         out = Path(args.out or ("reports/all" if args.all_jobs else results / "report"))
-    elif specs is not None:
-        collection, title = collect(results, specs), f"the plan run into `{results}`"
+    elif planned is not None:
+        collection, title = collect(results, planned), f"the plan run into `{results}`"
         description = f"The jobs that `bench.run` planned into `{results}` ({plan_path(results).name}):\n\n" \
             + describe_runs(results)
         out = Path(args.out or results / "report")

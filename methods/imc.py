@@ -194,10 +194,6 @@ QUICK_HPARAMS: dict[str, Any] = {
     "top_eigenvalues": 2, "power_iterations": 10, "lipschitz_samples": 2, "max_eigvecs": 4,
 }
 
-ANALYSES_COMPUTED = 0
-"""How many spectrum analyses this process has computed (the variants must share one)."""
-
-
 def split_reading(split: Split) -> tuple[float, str]:
     """What SLQ's early stop compares between runs: s* and the rule that decided it."""
     return split.sparsity, split.decided_by
@@ -305,8 +301,6 @@ class IMCAnalysis:
         return self.stage("analysis", self.analysis_key, self._analyse)
 
     def _analyse(self, folder: Path) -> dict[str, Any]:
-        global ANALYSES_COMPUTED
-        ANALYSES_COMPUTED += 1
         settings, context = self.settings, self.context
         model = self.model_at(self.pretrained["theta_P"])
         inputs, labels = self.hessian_sample()

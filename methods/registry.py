@@ -1,9 +1,12 @@
 """The method registry: a method is one file with a class decorated `@register("name")`.
 
-Every module in the `methods` and `baselines` packages is imported on first use, so adding a method
-needs no list to edit. Methods kept outside the repository are loaded from the modules named in the
-environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported after the packages); the
-variable reaches SLURM jobs with the rest of the submitter's environment.
+Every module in the `methods` and `baselines` packages whose name does not start with `_` is imported
+on first use, so adding a method needs no list to edit (underscore modules are helpers and tools, e.g.
+`methods._imc_timing`, and are never imported as plugins). Methods kept outside the repository come
+from installed packages through the entry-point group `prunebench.methods` (`bench.plugins`: the way
+pytest and submitit load plugins; every job process sees them) and from the modules named in the
+environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported last); the variable reaches SLURM
+jobs with the rest of the submitter's environment. A method author imports `methods.api` only.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import pkgutil
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
+from bench.plugins import METHODS_GROUP, load_entry_points
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ def load_plugins() -> Registry[type[Method]]:
             for module in pkgutil.iter_modules(package.__path__):
                 if not module.name.startswith("_"):
                     importlib.import_module(f"{package_name}.{module.name}")
+        load_entry_points(METHODS_GROUP)
         for module_name in os.environ.get(PLUGINS_VARIABLE, "").split(","):
             if module_name.strip():
                 importlib.import_module(module_name.strip())
