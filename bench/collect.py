@@ -26,7 +26,7 @@ from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, read_metrics, read_s
 
 MISSING, BLOCKED = "missing", "blocked"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
-               "git_sha", "threads", "ablation"]
+               "git_sha", "threads", "ablation", "method_version", "method_source"]
 
 
 def level_label(sparsity: float | str | None) -> str:
@@ -62,6 +62,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         provenance = read_json(provenance_path) if provenance_path.exists() else {}
     except CorruptFileError:  # provenance is informative only; the row stays
         provenance = {}
+    method_code = (provenance.get("methods") or {}).get(spec.method) or {}
     return {
         "job_id": job_id,
         "method": spec.method,
@@ -77,6 +78,8 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         "git_sha": (provenance.get("git") or {}).get("sha"),
         "threads": provenance.get("threads"),
         "ablation": spec.ablation,
+        "method_version": method_code.get("version", ""),
+        "method_source": method_code.get("source_sha256", ""),
     }
 
 

@@ -29,6 +29,7 @@ from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
+from bench.method_identity import code_notes
 from bench.paper import paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.store import JOBS_FOLDER
@@ -63,6 +64,11 @@ def write_table(summary: pd.DataFrame, base: Path, formats: tuple[str, ...]) -> 
     if "csv" in formats:
         write_text(base.with_suffix(".csv"), summary.to_csv(index=False))
     return markdown
+
+
+def method_code_lines(jobs: pd.DataFrame) -> str:
+    """Bullets where jobs ran method code that differs (`bench.method_identity.code_notes`)."""
+    return "".join(f"- {note}\n" for note in code_notes(jobs))
 
 
 def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
@@ -152,7 +158,7 @@ Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.report` fro
 job, {len(collection.missing)} missing, corrupt or unfinished
 - device(s): {devices}; CPU threads (torch): {threads} (results are deterministic for the same seed, CPU and thread count)
 - code version (git sha of the runs): {shas}
-- cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
+{method_code_lines(jobs)}- cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
   parentheses where the supplement has the table. "Accuracy with found sparsity" uses IMC's s* of each
   trial (methods run at `found`, LTH at its nearest round); "Sparsity with highest accuracy" picks each
   method's sweep point with the highest mean accuracy; "Accuracy at the paper's sparsity" shows every

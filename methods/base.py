@@ -113,6 +113,15 @@ class Method(ABC):
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = NoSettings
+    version: ClassVar[int] = 1
+    """The method's code version: bump it when a change of the code changes its results (as a stage's
+    version). It is part of the job id where it is not 1 (so version 1 keeps the ids jobs had before
+    methods had versions), so a job done under another version is run again; `provenance.json` records
+    it with a hash of the method's source (`bench.method_identity`)."""
+    sparsity_mode: ClassVar[str] = "levels"
+    """How a grid gives the method sparsities (`bench.spec.SPARSITY_MODES`): "levels" (one job per requested
+    sparsity), "rounds" (one iterative job whose rounds cover the levels: it gets the largest), "none"
+    (one job: dense, a method that finds its own sparsity). A grid's `[modes]` may override it."""
     takes_sparsity: ClassVar[bool] = True
     """False for methods that run at no requested sparsity (dense)."""
     finds_sparsity: ClassVar[bool] = False

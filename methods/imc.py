@@ -446,6 +446,8 @@ class IMCMethod(Method):
 
     Settings = IMCSettings
     finds_sparsity = True
+    sparsity_mode = "none"
+    """One job per trial: every variant finds s* (at a grid's "paper" level it also prunes there)."""
     quick_hparams = QUICK_HPARAMS
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.plugins import METHODS_GROUP, load_entry_points
 from bench.registry import Registry
+from bench.spec import SPARSITY_MODES
 
 if TYPE_CHECKING:
     from methods.base import Method
@@ -30,13 +31,28 @@ _loaded = False
 
 
 def register(name: str):
-    """Class decorator: register a `Method` subclass under `name` and set its `name`."""
+    """Class decorator: register a `Method` subclass under `name` and set its `name` (a one-line error
+    for a bad `sparsity_mode` or `version`)."""
 
     def add(method_class: type[Method]) -> type[Method]:
+        check_declarations(name, method_class)
         method_class.name = name
         return METHODS.register(name)(method_class)
 
     return add
+
+
+def check_declarations(name: str, method_class: type[Method]) -> None:
+    """What a method class declares about itself, checked when it registers."""
+    mode = method_class.sparsity_mode
+    if mode not in SPARSITY_MODES:
+        raise BenchError(f"method {name}: sparsity_mode = {mode!r}; accepted: {', '.join(SPARSITY_MODES)}")
+    if not method_class.takes_sparsity and mode != "none":
+        raise BenchError(f"method {name} takes no sparsity (takes_sparsity = False) but declares sparsity_mode = "
+                         f"{mode!r}; accepted: 'none'")
+    version = method_class.version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BenchError(f"method {name}: version = {version!r}; accepted: an integer >= 1 (bump it when results change)")
 
 
 def load_plugins() -> Registry[type[Method]]:
