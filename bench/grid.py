@@ -42,7 +42,8 @@ from typing import Any
 
 from bench import found
 from bench.errors import BenchError, UnknownNameError, check_sparsity
-from bench.spec import FOUND, SPARSITY_MODES, JobSpec
+from bench.spec import FOUND, JobSpec
+from methods.registry import SPARSITY_MODES
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 SWEEP = "sweep"

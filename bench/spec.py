@@ -22,9 +22,6 @@ from bench.errors import BenchError, check_sparsity
 
 FOUND = "found"
 HASH_LENGTH = 10
-SPARSITY_MODES = ("levels", "rounds", "none")
-"""How a method takes a grid's sparsities (`Method.sparsity_mode`): one job per level, one iterative job
-whose rounds cover them, or one job at none."""
 
 
 @dataclass(frozen=True)

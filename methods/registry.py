@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 from bench.errors import BenchError
 from bench.plugins import METHODS_GROUP, load_entry_points
 from bench.registry import Registry
-from bench.spec import SPARSITY_MODES
 
 if TYPE_CHECKING:
     from methods.base import Method
@@ -27,6 +26,9 @@ if TYPE_CHECKING:
 METHODS: Registry[type[Method]] = Registry("method")
 PLUGIN_PACKAGES = ("baselines", "methods")
 PLUGINS_VARIABLE = "PRUNEBENCH_PLUGINS"
+SPARSITY_MODES = ("levels", "rounds", "none")
+"""How a method takes a grid's sparsities (`Method.sparsity_mode`): one job per level, one iterative job
+whose rounds cover them, or one job at none."""
 _loaded = False
 
 
