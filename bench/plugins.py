@@ -54,6 +54,9 @@ def load_entry_points(group: str) -> list[str]:
     """Import the module of every entry point in `group`; return the modules imported."""
     modules = []
     for entry_point in sorted(entry_points(group=group), key=lambda item: item.name):
+        if entry_point.pattern.match(entry_point.value) is None:
+            raise PluginError(f"plugin {describe_entry_point(entry_point)}: the value is not a module; accepted: "
+                              "'package.module' or 'package.module:attribute'")
         module_name = entry_point.module
         import_plugin(module_name, describe_entry_point(entry_point))
         modules.append(module_name)

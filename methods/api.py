@@ -16,6 +16,8 @@ Registering
 - `register_dataset(name)`: decorator registering a dataset `Source` (entry-point group
   `prunebench.datasets`); `Source(load, cache_key, sizes)`: `load(DataSettings) -> ImageData` with uint8
   images, `cache_key(DataSettings) -> dict` (what the decoded cache depends on), optional `sizes`.
+  `ImageData(train_images, train_labels, test_images, test_labels, num_classes, mean, std, augment)`:
+  uint8 (N, C, H, W) images and int64 labels; `channel_stats(images) -> (mean, std)` on the [0, 1] scale.
 
 The method contract
 - `Method`: subclass it; class attributes `Settings` (a frozen dataclass, help in field metadata),
@@ -42,7 +44,7 @@ Prune at init (score theta_0, mask, train: SNIP, GraSP, SynFlow)
 - `hessian_gradient_product(model, batches, temperature=1.0) -> (g, Hg)`: GraSP's Hessian-gradient products.
 - `scoring_batches(data, count, batch_size, seed, augment=None)`: `count` seeded training images in batches.
 - `class_balanced_sample(data, per_class, seed)`: one batch per class (GraSP's sampler).
-- `batch_loss(model, batch, temperature=1.0)`: the mean cross-entropy of one batch.
+- `batch_loss(model, batch, temperature=1.0)`: the mean cross-entropy of one batch. `Batch`: (images, labels).
 - `bn_mode(model, train)`: context manager running scoring in BatchNorm train or eval mode.
 - `SCORING_BATCH_SIZE`: the batch size scoring data is drawn with.
 
@@ -67,6 +69,7 @@ from __future__ import annotations
 
 from baselines._scoring import (
     SCORING_BATCH_SIZE,
+    Batch,
     PruneAtInit,
     batch_loss,
     bn_mode,
@@ -77,7 +80,7 @@ from baselines._scoring import (
 )
 from baselines.lth import IterativeMagnitudePruning, RoundStart, round_sparsity
 from bench.data import DATASETS, DataSettings, DeviceData, ImageData
-from bench.data.core import Source
+from bench.data.core import Source, channel_stats
 from bench.errors import BenchError
 from bench.masks import (
     Masks,
@@ -97,10 +100,10 @@ register_arch = ARCHS.register
 register_dataset = DATASETS.register
 
 __all__ = [
-    "SCORING_BATCH_SIZE", "BenchError", "DataSettings", "DeviceData", "Evaluation", "ImageData",
+    "SCORING_BATCH_SIZE", "Batch", "BenchError", "DataSettings", "DeviceData", "Evaluation", "ImageData",
     "IterativeMagnitudePruning", "JobContext", "Masks", "Method", "ModelInput", "NoSettings", "PlannedPhase",
     "PruneAtInit", "Pruner", "RoundStart", "Source", "TrainSettings", "apply_masks", "batch_loss", "bn_mode",
-    "class_balanced_sample", "global_mask", "hessian_gradient_product", "layerwise_mask", "loss_gradients",
+    "channel_stats", "class_balanced_sample", "global_mask", "hessian_gradient_product", "layerwise_mask", "loss_gradients",
     "magnitude_scores", "prunable_parameters", "register", "register_arch", "register_dataset", "round_sparsity",
     "scoring_batches", "uniform_layerwise_mask",
 ]
