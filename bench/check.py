@@ -6,6 +6,7 @@ in a fresh results folder, and checks what the harness builds on:
 - every record complete (`methods.base.RECORD_FIELDS`) and the achieved sparsity within 0.005 of the
   request (not for methods that find their sparsity; an iterative method's last round);
 - the mask binary and shaped like the weights, and the pruned weights still exactly zero after training;
+- a `Pruner` (a mask without training) leaves the model it scores unchanged, BatchNorm statistics included;
 - no layer pruned to nothing, unless the method declares `may_empty_layers` (layer collapse);
 - the stages it declares (`stage_needs`) used, and `planned_phases` counting the epochs it trained;
 - the same records and masks on a rerun with the same seed (deterministic);
@@ -32,7 +33,7 @@ from bench.errors import BenchError, check_sparsity
 from bench.jobs import make_context
 from bench.masks import Masks, prunable_parameters
 from bench.spec import JobSpec, RunSettings
-from methods.base import check_record
+from methods.base import Pruner, check_record
 from methods.registry import get_method
 
 DATASET = "digits@300"
@@ -115,6 +116,8 @@ def run_failures(name: str, run: CheckRun, where: str) -> list[str]:
             failures.append(f"{name} {where}: record of round {record.get('round')}: {error}")
     if run.masks is not None:
         failures += mask_failures(name, where, run.model, run.masks, method.may_empty_layers)
+    if isinstance(method, Pruner) and context.sparsity is not None:
+        failures += pruner_failures(name, where, context)
     if not method.takes_sparsity and run.records[-1]["achieved_sparsity"] != 0.0:
         failures.append(f"{name} {where}: takes no sparsity but recorded sparsity {run.records[-1]['achieved_sparsity']}")
     declared = {need.stage.name for need in method.stage_needs(context.spec, context.train_settings)}
@@ -126,6 +129,21 @@ def run_failures(name: str, run: CheckRun, where: str) -> list[str]:
         failures.append(f"{name} {where}: planned_phases count {sum(phase.epochs for phase in planned)} epochs, the "
                         f"record {run.records[-1]['epochs']} (--dry-run's cost would be wrong)")
     return failures
+
+
+def pruner_failures(name: str, where: str, context: Any) -> list[str]:
+    """A `Pruner` must not change the model it scores (weights, BatchNorm statistics): the job trains it."""
+    method, model = context.method, context.new_model()
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    batches = method.job_batches(context) if hasattr(method, "job_batches") else []
+    size = context.model_input.image_size
+    method.prune(model, batches, context.sparsity, context.seed(name), (context.model_input.in_channels, size, size))
+    changed = [key for key, value in model.state_dict().items() if not torch.equal(value, before[key])]
+    if not changed:
+        return []
+    return [f"{name} {where}: prune changed the model it scored ({', '.join(changed[:3])}"
+            f"{', ...' if len(changed) > 3 else ''}); accepted: a Pruner leaves the model as it was (score BatchNorm "
+            "with bn_mode(model, train=False), or restore what it changes)"]
 
 
 def mask_failures(name: str, where: str, model: nn.Module, masks: Masks, may_empty_layers: bool) -> list[str]:

@@ -63,7 +63,7 @@ def plugin(tmp_path_factory) -> Path:
 
 def test_the_documented_plugin_is_complete_and_imports_only_the_public_module():
     blocks = doc_blocks()
-    assert 15 <= len(blocks["grad_norm.py"].strip().splitlines()) <= 25
+    assert 15 <= len([line for line in blocks["grad_norm.py"].splitlines() if line.strip()]) <= 20
     for name in ("grad_norm.py", "mlp_arch.py", "stripes_data.py"):
         imports = re.findall(r"^(?:from|import) (\S+)", blocks[name], re.MULTILINE)
         assert not [module for module in imports if module.split(".")[0] in ("bench", "baselines")
@@ -81,15 +81,16 @@ def test_a_plugin_runs_in_a_grid_is_reported_checked_and_rerun_when_its_version_
     folder = next((results / "jobs").glob("grad-norm-*"))
     recorded = json.loads((folder / "provenance.json").read_text())["methods"]["grad-norm"]
     assert recorded["module"] == "grad_norm" and recorded["version"] == 1
-    assert recorded["sources"] == {"grad_norm": recorded["sources"]["grad_norm"]} and len(recorded["source_sha256"]) == 64
+    # the sources of the class and of its method bases (PruneAtInit's module): a change of either can change results
+    assert set(recorded["sources"]) == {"grad_norm", "baselines._scoring"} and len(recorded["source_sha256"]) == 64
 
     # the report reads records, not code: without the plugin on the path it reports the row and says so
     reported = bench("report", "--results", str(results), "--out", str(tmp_path / "report"), plugin=None)
     assert reported.returncode == 0, reported.stderr
     readme = (tmp_path / "report" / "README.md").read_text()
     assert "method grad-norm: not installed here" in readme and "3 done" in readme
-    table = next((tmp_path / "report" / "tables").glob("*.md")).read_text()
-    assert "grad-norm" in table and "snip" in table and "synflow" in table
+    tables = "".join(path.read_text() for path in (tmp_path / "report" / "tables").glob("*.md"))
+    assert all(f"| {name} " in tables for name in ("grad-norm", "SNIP", "SynFlow")), tables
     status = bench("status", "--results", str(results), "--all", plugin=None)
     assert status.returncode == 0 and sum(line.startswith("done") for line in status.stdout.splitlines()) == 3, status.stdout
 
