@@ -17,6 +17,11 @@ count; the official net is 2x wide (32-64-128), ours is prunebench's 16-32-64 Re
 classifier's fixed 0.3 prunes it harder than the network at low sparsities (their rule, kept); only
 where a sparsity is so low that the conv layers cannot hold the rest (below about 0.2% for ResNet-20
 on 10 classes, e.g. IMC's s* on digits) does the classifier keep more than 0.3, just enough to fit.
+
+`distribution = "erk"` (or "uniform") replaces the smart ratios by a layer-wise density rule of
+`bench.layer_density`: the random baseline of the sparse-training papers (RIGL's `random` mask init with
+Erdos-Renyi-Kernel counts, google-research/rigl `rigl/sparse_utils.py`); the smart-ratio settings must
+then keep their defaults.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from baselines._scoring import Batch, PruneAtInit
 from bench.errors import BenchError
-from bench.masks import Masks, keep_count, layerwise_count_mask, prunable_parameters
+from bench.layer_density import DISTRIBUTIONS, kept_counts, model_sparsities, random_masks
+from bench.masks import Masks, keep_count, prunable_parameters
 from methods.registry import register
 
 LAYER_RATIOS: dict[str, Callable[[int, int], float]] = {
@@ -39,6 +44,7 @@ LAYER_RATIOS: dict[str, Callable[[int, int], float]] = {
 """Raw keep ratio of the layer at 1-based `position` with `layers_left` = L - position + 1 layers from it to
 the end: the official ResNet rule, and its rule for the other architectures (VGG)."""
 AUTO = "auto"
+SMART_RATIO = "smart-ratio"
 
 
 @dataclass(frozen=True)
@@ -48,11 +54,20 @@ class SanityCheckSettings:
     layer_ratios: str = field(default=AUTO, metadata={
         "help": "raw layer ratios: resnet, plain (divided by l^2, the official rule for VGG) or auto (resnet "
                 "for models with residual blocks, plain otherwise)"})
+    distribution: str = field(default=SMART_RATIO, metadata={
+        "help": f"per-layer counts: {SMART_RATIO} (the paper's rule), or a layer-wise density rule: "
+                f"{', '.join(DISTRIBUTIONS)} (erk: RigL's Erdos-Renyi-Kernel random baseline)"})
 
     def __post_init__(self) -> None:
         accepted = (AUTO, *LAYER_RATIOS)
         if self.layer_ratios not in accepted:
             raise BenchError(f"sanity-check setting layer_ratios = {self.layer_ratios!r}; accepted: {', '.join(accepted)}")
+        if self.distribution not in (SMART_RATIO, *DISTRIBUTIONS):
+            raise BenchError(f"sanity-check setting distribution = {self.distribution!r}; accepted: "
+                             f"{', '.join((SMART_RATIO, *DISTRIBUTIONS))}")
+        if self.distribution != SMART_RATIO and (self.layer_ratios != AUTO or self.classifier_keep_ratio != 0.3):
+            raise BenchError(f"sanity-check distribution {self.distribution} takes no classifier_keep_ratio or "
+                             f"layer_ratios; accepted: those at their defaults, or distribution = {SMART_RATIO}")
 
 
 def has_residual_blocks(model: nn.Module) -> bool:
@@ -109,13 +124,13 @@ class SanityCheck(PruneAtInit):
     def prune(self, model: nn.Module, batches: list[Batch], sparsity: float, seed: int,
               input_shape: tuple[int, ...] | None) -> Masks:
         weights = prunable_parameters(model)
+        sizes = {name: weight.numel() for name, weight in weights.items()}
+        if self.settings.distribution != SMART_RATIO:
+            return random_masks(weights, kept_counts(model_sparsities(model, self.settings.distribution, sparsity),
+                                                     sizes), seed)
         rule = self.settings.layer_ratios
         if rule == AUTO:
             rule = "resnet" if has_residual_blocks(model) else "plain"
-        counts = smart_ratio_counts({name: weight.numel() for name, weight in weights.items()},
-                                    classifier_name(model), sparsity, self.settings.classifier_keep_ratio, rule)
-        generator = torch.Generator().manual_seed(seed)
-        random_scores = {name: torch.rand(weight.shape, generator=generator).to(weight.device)
-                         for name, weight in weights.items()}
-        return layerwise_count_mask(random_scores, counts)
+        counts = smart_ratio_counts(sizes, classifier_name(model), sparsity, self.settings.classifier_keep_ratio, rule)
+        return random_masks(weights, counts, seed)
 

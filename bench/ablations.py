@@ -17,11 +17,12 @@ declares which ablations it takes (`Method.ablations`), and a job whose ablation
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from bench.masks import Masks
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from bench.masks import Masks
 
 NO_ABLATION = "none"
 """The default ablation: the method's mask and weights as they are (never in a job's id)."""
@@ -50,6 +51,8 @@ ABLATION_NAMES = tuple(ABLATIONS.names())
 
 def shuffle_masks(masks: Masks, seed: int) -> Masks:
     """Each layer's mask with its entries permuted at random (the same count kept, new positions)."""
+    import torch  # here, not at the top: job specs name ablations without needing torch
+
     generator = torch.Generator().manual_seed(seed)
     shuffled = {}
     for name, mask in masks.items():

@@ -9,7 +9,9 @@
 `prune(model, method, sparsity, batches, **settings)` runs the methods that make a mask without
 training: every registered method that is a `methods.base.Pruner` (snip, grasp, synflow, sanity-check,
 magnitude) with the same code a job runs, and `random` (Synaptic-Flow's `Rand`: global exact-count
-threshold of Gaussian scores). `settings` are the method's settings (`grasp`: `temperature`,
+threshold of Gaussian scores) and `random-erk` (RigL's random baseline: per-layer exact counts of a
+layer-wise density rule, `distribution` = erk (default) or uniform, at uniformly random positions,
+`bench.layer_density`). `settings` are the method's settings (`grasp`: `temperature`,
 `reinit_classifier`; `synflow`: `iterations`; `sanity-check`: `classifier_keep_ratio`). The prunable
 set is found by module type (every `Conv2d` and `Linear` weight, `bench.masks`), so a torchvision
 `resnet18` works as well as prunebench's own models; the mask keeps exactly round((1 - s) * N) weights.
@@ -28,11 +30,13 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError, check_sparsity
+from bench.layer_density import ERK, check_distribution, random_distribution_masks
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.masks import apply_masks as zero_pruned
 from methods.base import NoSettings, Pruner, build_settings
 
 RANDOM = "random"
+RANDOM_ERK = "random-erk"
 
 
 class GlobalRandom(Pruner):
@@ -51,13 +55,32 @@ class GlobalRandom(Pruner):
         return global_mask(scores, sparsity)
 
 
+@dataclass(frozen=True)
+class RandomLayerwiseSettings:
+    distribution: str = ERK
+
+    def __post_init__(self) -> None:
+        check_distribution(self.distribution, RANDOM_ERK)
+
+
+class RandomLayerwise(GlobalRandom):
+    """RIGL's `random` mask init: a layer-wise density rule's exact counts at uniformly random positions."""
+
+    Settings = RandomLayerwiseSettings
+
+    def prune(self, model: nn.Module, batches: list, sparsity: float, seed: int,
+              input_shape: tuple[int, ...] | None) -> Masks:
+        return random_distribution_masks(model, self.settings.distribution, sparsity, seed)
+
+
 def pruner_classes() -> dict[str, type]:
     """Every method `prune` accepts, by name."""
     from methods.registry import METHODS, load_plugins
 
     load_plugins()
     registered = {name: METHODS.get(name) for name in METHODS.names()}
-    return {name: cls for name, cls in registered.items() if issubclass(cls, Pruner)} | {RANDOM: GlobalRandom}
+    return ({name: cls for name, cls in registered.items() if issubclass(cls, Pruner)}
+            | {RANDOM: GlobalRandom, RANDOM_ERK: RandomLayerwise})
 
 
 def prune(model: nn.Module, method: str, sparsity: float, batches: Iterable[tuple[torch.Tensor, torch.Tensor]] = (),

@@ -6,8 +6,6 @@ import os
 import sys
 from collections.abc import Callable
 
-import torch
-
 from bench.errors import BenchError
 
 EXIT_USAGE = 2
@@ -47,6 +45,8 @@ def quiet_broken_pipe() -> int:
 
 
 def resolve_device(name: str | None) -> str:
+    import torch  # here, not at the top: status and report run without it
+
     if name in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import matplotlib
@@ -37,6 +38,11 @@ def save(figure, folder: Path, name: str) -> list[Path]:
         figure.savefig(path, bbox_inches="tight", dpi=120)
     plt.close(figure)
     return paths
+
+
+def spread_note(trials: int) -> str:
+    """What a band or an average is over: a figure of one trial promises no spread."""
+    return f"mean ± std over {trials} trials" if trials > 1 else "1 trial: no spread"
 
 
 def _points(group: pd.DataFrame) -> pd.DataFrame:
@@ -71,21 +77,26 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
         axis.set_ylabel("test accuracy (%)")
     for axis in list(axes.flat)[len(methods):]:
         axis.axis("off")
-    figure.suptitle(f"{dataset}, {arch}: accuracy vs sparsity (mean ± std over trials; dashed: dense)")
+    figure.suptitle(f"{dataset}, {arch}: accuracy vs sparsity ({spread_note(group.trial.nunique())}; dashed: dense)")
     return save(figure, folder, f"accuracy-vs-sparsity-{dataset}-{arch}")
 
 
-COLORS = [plt.get_cmap("tab20")(index) for index in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11)]
-MARKERS = "os^vD<>pPX*h"
+COLORS = [plt.get_cmap("tab10")(index) for index in range(10)]
+LINESTYLES = ("-", "--", ":")  # the 11th method on reuses the colours with another line style
+MARKERS = "os^vD<>pPX*hH8d"
 DENSITY_TICKS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 WIDE_DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 
 
 def method_styles(methods) -> dict[str, dict]:
-    """Colour and marker of each (non-dense) method, by the paper's row order, so that a method looks
-    the same in every figure of one dataset and arch."""
+    """Colour, line style and marker of each (non-dense) method, by the paper's row order, so that a
+    method looks the same in every figure of one dataset and arch. Ten colours that can be told apart
+    (tab10), then the same colours dashed, then dotted, each method with its own marker: no two of the
+    14 methods of the default grid share a look (tab20's light/dark pairs could not be told apart)."""
     order = [name for name in method_order(methods) if name != BASELINE]
-    return {name: {"color": COLORS[index % len(COLORS)], "marker": MARKERS[index % len(MARKERS)]}
+    return {name: {"color": COLORS[index % len(COLORS)],
+                   "linestyle": LINESTYLES[index // len(COLORS) % len(LINESTYLES)],
+                   "marker": MARKERS[index % len(MARKERS)]}
             for index, name in enumerate(order)}
 
 
@@ -111,7 +122,8 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
     dense = group[group.method == BASELINE].accuracy * 100
     if not dense.empty:
         spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
-        axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label="Dense (mean ± std)")
+        axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1.2,
+                     label="Dense" + (" (mean ± std)" if len(dense) > 1 else ""))
         axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.12, linewidth=0)
     lowest = 100.0
     styles = method_styles(group.method)
@@ -120,7 +132,7 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
         density = 100.0 * (1.0 - points.sparsity)
         lowest = min(lowest, density.min())
         style = styles[method]
-        axis.plot(density, points["mean"], "-", markersize=4, linewidth=1.3, label=PAPER_NAMES.get(method, method),
+        axis.plot(density, points["mean"], markersize=4, linewidth=1.3, label=PAPER_NAMES.get(method, method),
                   **style)
         axis.fill_between(density, points["mean"] - points["std"], points["mean"] + points["std"],
                           color=style["color"], alpha=0.15, linewidth=0)
@@ -128,9 +140,8 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
     axis.set_ylabel("test accuracy (%)")
     axis.grid(True, which="major", alpha=0.3)
     trials = group.trial.nunique()
-    axis.set_title(f"{dataset}, {arch}: test accuracy vs density (mean ± std over {trials} trial"
-                   f"{'s' if trials != 1 else ''})", fontsize=10)
-    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    axis.set_title(f"{dataset}, {arch}: test accuracy vs density ({spread_note(trials)})", fontsize=10)
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handlelength=3.5)
     return save(figure, folder, f"accuracy-vs-density-{dataset}-{arch}")
 
 
@@ -179,7 +190,7 @@ def layer_density(records: pd.DataFrame, layers: pd.DataFrame, dataset: str, arc
             continue
         order = order or list(rows.layer)
         rows = rows.set_index("layer").loc[order]
-        axis.plot(range(len(order)), 100.0 * rows.kept / rows.weights, "-", markersize=3, linewidth=1.1,
+        axis.plot(range(len(order)), 100.0 * rows.kept / rows.weights, markersize=3, linewidth=1.1,
                   label=f"{PAPER_NAMES.get(method, method)} ({number(row.achieved_sparsity, 3)})",
                   **styles[method])
         if plotted == 0:
@@ -194,7 +205,7 @@ def layer_density(records: pd.DataFrame, layers: pd.DataFrame, dataset: str, arc
     axis.set_ylim(0, 105)
     axis.set_xticks(range(len(order)), [name.removesuffix(".weight") for name in order], rotation=90, fontsize=7)
     axis.grid(True, axis="y", alpha=0.3)
-    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False,
+    axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handlelength=3.5,
                 title="method (achieved sparsity)", title_fontsize=7)
     sizes.set_title(f"{dataset}, {arch}: per-layer density at {label} (trial {int(chosen.trial.min())})", fontsize=10)
     return save(figure, folder, f"layer-density-{dataset}-{arch}")
@@ -209,33 +220,47 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         else (BASELINE, None)
     chosen = pd.concat([representative_jobs(group[group.method != BASELINE], target),
                         group[(group.method == BASELINE) & (group.trial == group.trial.min())]])
-    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 4.4), layout="constrained")
-    plotted = 0
-    styles = method_styles(group.method)
+    jobs = []  # (method, its epochs) in legend order, dense last
     for method in [*[name for name in method_order(chosen.method) if name != BASELINE], BASELINE]:
-        if method not in set(chosen.method):
-            continue
-        job_id = chosen[chosen.method == method].iloc[0].job_id
-        rows = epochs[epochs.job_id == job_id]
-        if rows.empty:
-            continue
+        if method in set(chosen.method):
+            rows = epochs[epochs.job_id == chosen[chosen.method == method].iloc[0].job_id]
+            if not rows.empty:
+                jobs.append((method, rows))
+    if not jobs:
+        return []
+    # where most jobs were tested once (short runs), their final accuracies as dots, not a column of points
+    curves = statistics.median(rows.test_accuracy.notna().sum() for _, rows in jobs) > 1
+    figure, (accuracy, loss) = plt.subplots(1, 2, figsize=(12, 4.4), sharex=curves, layout="constrained")
+    styles = method_styles(group.method)
+    for position, (method, rows) in enumerate(jobs):
         trained = pd.Series(range(1, len(rows) + 1), index=rows.index)
         tested = rows.test_accuracy.notna()  # the test pass runs every train.eval_every epochs
         # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
-        style = {"color": "k", "linestyle": "--"} if method == BASELINE else {"color": styles[method]["color"]}
+        style = {"color": "k", "linestyle": "--", "marker": "o"} if method == BASELINE else dict(styles[method])
         name = PAPER_NAMES.get(method, method)
-        style |= {"marker": "o", "markersize": 2.5} if len(rows) <= 40 else {}  # short runs: show each point
-        accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, label=name, **style)
-        loss.plot(trained, rows.train_loss, linewidth=1.1, label=name, **style)
-        plotted += 1
-    if not plotted:
-        plt.close(figure)
-        return []
+        if curves:  # every test pass marked (a job may have only one)
+            accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, markersize=4,
+                          label=name, **style)
+        else:
+            accuracy.plot(100.0 * rows.test_accuracy[tested].iloc[-1:], [position], markersize=6,
+                          **(style | {"linestyle": "none"}))
+        loss.plot(trained, rows.train_loss, linewidth=1.1, label=name, markersize=2.5,
+                  **(style if len(rows) <= 40 else style | {"marker": None}))
     loss.set_yscale("log")
-    for axis, what in ((accuracy, "test accuracy (%)"), (loss, "training loss")):
-        axis.set(xlabel="epochs trained (all phases of the job, in order)", ylabel=what)
+    if curves:
+        accuracy.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        accuracy.set(title="at each test pass (every train.eval_every epochs and at each phase's last)",
+                     xlabel="epochs trained (all phases of the job, in order)", ylabel="test accuracy (%)")
+    else:
+        accuracy.set_yticks(range(len(jobs)), [PAPER_NAMES.get(method, method) for method, _ in jobs], fontsize=8)
+        accuracy.invert_yaxis()
+        accuracy.set(title="final test accuracy (a run this short tests most jobs only at their last epoch)", xlabel="test accuracy (%)")
+    accuracy.title.set_fontsize(8)
+    loss.set_title("every epoch", fontsize=8)
+    loss.set(xlabel="epochs trained (all phases of the job, in order)", ylabel="training loss")
+    for axis in (accuracy, loss):
         axis.grid(True, alpha=0.3)
-    loss.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    loss.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handlelength=3.5)
     figure.suptitle(f"{dataset}, {arch}: training curves, one job per method at {label} (first trial)", fontsize=10)
     return save(figure, folder, f"training-curves-{dataset}-{arch}")
 
@@ -254,7 +279,9 @@ def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path
     right.set_ylabel("epochs")
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=75, labelsize=8)
-    figure.suptitle(f"{dataset}, {arch}: cost per method (found-sparsity point, mean over trials; "
+    trials = rows.trial.nunique()
+    figure.suptitle(f"{dataset}, {arch}: cost per method (found-sparsity point, "
+                    f"{'mean over ' + str(trials) + ' trials' if trials > 1 else '1 trial'}; "
                     f"device: {', '.join(sorted(set(rows.device)))})", fontsize=9)
     return save(figure, folder, f"cost-{dataset}-{arch}")
 
@@ -265,7 +292,7 @@ def spectrum(records: pd.DataFrame, folder: Path) -> list[Path]:
     if imc.empty:
         return []
     firsts = imc.sort_values("trial").groupby(["dataset", "arch"]).head(1)
-    figure, axes = plt.subplots(1, len(firsts), figsize=(5 * len(firsts), 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, len(firsts), figsize=(5.5 * len(firsts), 3.6), squeeze=False, layout="constrained")
     for axis, (_, row) in zip(axes.flat, firsts.iterrows(), strict=True):
         extra = row.extra
         axis.bar(extra["spectrum_nodes"], extra["spectrum_weights"], width=_bar_width(extra["spectrum_nodes"]),
@@ -275,12 +302,17 @@ def spectrum(records: pd.DataFrame, folder: Path) -> list[Path]:
         if split.get("upper") is not None:
             axis.axvspan(split["lower"], split["upper"], color="C3", alpha=0.3,
                          label=f"chosen gap, 4K = {4 * extra.get('lipschitz', math.nan):.3g}")
-        s_star = extra.get("found_sparsity", row.achieved_sparsity)
         reason = f" ({split['reason']})" if split.get("upper") is None and split.get("reason") else ""
-        axis.set_title(f"{row.dataset}, {row.arch}: s* = {number(s_star, 3) if s_star else '0'}{reason}", fontsize=9)
+        axis.set_title(f"{row.dataset}, {row.arch}, {PAPER_NAMES.get(row.method, row.method)}: "
+                       f"s* = {_sparsity(extra.get('found_sparsity'))} by the gap rule{reason};\n"
+                       f"the mask prunes {_sparsity(row.achieved_sparsity)} (the tables' sparsity)", fontsize=9)
         axis.set_xlabel("Hessian eigenvalue")
         axis.legend(fontsize=7)
     return save(figure, folder, "imc-spectrum")
+
+
+def _sparsity(value: float | None) -> str:
+    return "—" if value is None else number(value, 3) if value else "0"
 
 
 def _bar_width(nodes: list[float]) -> float:
@@ -333,20 +365,21 @@ def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
     if estimates.empty:
         return []
     flips = "relu_flip_share" in estimates and estimates.relu_flip_share.notna().any()
-    figure, axes = plt.subplots(1, 2 if flips else 1, figsize=(10 if flips else 5, 3.4), squeeze=False)
+    figure, axes = plt.subplots(1, 2 if flips else 1, figsize=(11 if flips else 5.5, 3.8), squeeze=False,
+                                layout="constrained")
     left = axes[0, 0]
     for index, ((dataset, p), group) in enumerate(estimates.groupby(["dataset", "p"])):
         stats = group.groupby("delta").mean(numeric_only=True)
         color = f"C{index % 10}"
         left.plot(stats.index, stats.K, "o-", color=color, label=f"{dataset}, p={p:g}: K")
         if "hessian_change" in stats and stats.hessian_change.notna().any():
-            left.plot(stats.index, stats.hessian_change, "s--", color=color, label=f"{dataset}, p={p:g}: ||ΔH||")
+            left.plot(stats.index, stats.hessian_change, "s--", color=color, label=f"{dataset}, p={p:g}: ‖ΔH‖")
         if flips:
             axes[0, 1].plot(stats.index, stats.relu_flip_share, "o-", color=color, label=f"{dataset}, p={p:g}")
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("Delta")
-    left.set_ylabel("estimated K; ||H(W+U) - H(W)||")
+    left.set_ylabel("K (solid); ‖H(W+U) − H(W)‖ (dashed)")
     left.set_title("Lipschitz constant of F(U) (paper tables 14-15)", fontsize=9)
     left.legend(fontsize=7)
     if flips:
@@ -357,3 +390,36 @@ def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
         right.set_title("ReLU sign flips between W and W+U (at the pairs behind K)", fontsize=9)
         right.legend(fontsize=7)
     return save(figure, folder, "lipschitz")
+
+
+def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
+    """Forest plot per (dataset, arch, level): each method's paired accuracy difference to dense (and to
+    the reference) with its 95% interval; filled where the interval excludes 0, hollow where it does not,
+    a bare point marked "n = 1" where no interval exists."""
+    paths = []
+    for (dataset, arch, level), point in table.groupby(["dataset", "arch", "level"], sort=False):
+        panels = list(dict.fromkeys(point.against))
+        height = max(2.0, 0.32 * point.method.nunique() + 1.2)
+        figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False,
+                                    layout="constrained")
+        for axis, against in zip(axes[0], panels, strict=True):
+            rows = point[point.against == against].iloc[::-1]
+            positions = range(len(rows))
+            for position, (_, row) in zip(positions, rows.iterrows(), strict=True):
+                color = "C3" if row.excludes_zero else "C0"
+                if row.n >= 2:
+                    axis.errorbar(row["mean"], position, xerr=[[row["mean"] - row.ci_low], [row.ci_high - row["mean"]]],
+                                  fmt="o", color=color, capsize=3, markerfacecolor=color if row.excludes_zero else "white")
+                else:
+                    axis.plot(row["mean"], position, "x", color="0.4")
+                    axis.annotate(f"n = {int(row.n)}", (row["mean"], position), textcoords="offset points",
+                                  xytext=(6, -3), fontsize=7, color="0.4")
+            axis.axvline(0, color="k", linewidth=0.8)
+            axis.set_yticks(list(positions), [PAPER_NAMES.get(method, method) for method in rows.method], fontsize=8)
+            axis.set_xlabel(f"accuracy − {PAPER_NAMES.get(against, against)} (points)")
+            axis.grid(axis="x", alpha=0.3)
+        n_max = int(point.n.max())
+        figure.suptitle(f"{dataset}, {arch}, sparsity {level}: paired differences over {n_max} trial(s), 95% t-interval"
+                        " (red: excludes 0)", fontsize=9)
+        paths += save(figure, folder, f"paired-differences-{dataset}-{arch}-{level}")
+    return paths

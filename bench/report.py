@@ -6,9 +6,13 @@ as missing); `--grid NAME` reports a grid's jobs instead, `--all-jobs` every job
 outside the reported jobs are listed, never dropped. It builds one tidy table (one row per job and
 round) and writes to `--out` (default `<results>/report/`, with `--grid` `reports/<grid>/`):
   tables/<dataset>-<arch>-{found,best,paper}.{md,tex,csv}   our value beside the paper's, mean ± std (n)
+  tables/<dataset>-<arch>-{paired,ranking}-<level>.*   paired differences to dense and the reference
+                                                       (`--reference`, default IMC's variants) with 95%
+                                                       t-intervals over trials, and the ranking they give
   figures/*.png|pdf                                    accuracy vs density (all methods) and vs sparsity
                                                        (per method), per-layer density, training curves,
-                                                       cost, spectrum, sensitivity, Lipschitz
+                                                       cost, spectrum, sensitivity, Lipschitz, paired
+                                                       differences (forest plot) per sparsity level
   records.csv                                          the tidy table itself
   README.md                                            what ran, where, code version, missing/failed jobs
 """
@@ -17,20 +21,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 from tabulate import tabulate
 
-from bench import figures
-from bench.atomic import write_text
+from bench import figures, paired
+from bench import records as records_archive
+from bench.atomic import CorruptFileError, write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
 from bench.method_identity import code_notes
-from bench.paper import paper_table_number
+from bench.paper import BASELINE, paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
@@ -49,26 +55,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="output folder (default: <results>/report for the recorded plan, "
                                       "reports/<grid> with --grid, reports/all with --all-jobs)")
     parser.add_argument("--format", default="md,tex,csv", help="table formats, comma-separated: md, tex, csv")
+    parser.add_argument("--from-records", metavar="ARCHIVE",
+                        help="report the records packed in ARCHIVE (a records.tar.xz beside a committed report) "
+                             "instead of a results folder; --out defaults to the archive's folder")
+    parser.add_argument("--pack-records", action="store_true",
+                        help=f"also pack the reported jobs' records into <out>/{records_archive.ARCHIVE_NAME} "
+                             "(spec, status, metrics, epochs, layers, provenance; no checkpoints)")
+    parser.add_argument("--reference", help="method every other is compared with, paired by trial, besides dense "
+                                            "(default: IMC's variants where they ran)")
     return parser
 
 
 def write_table(summary: pd.DataFrame, base: Path, formats: tuple[str, ...]) -> str:
     """Write one table in each format; return its Markdown."""
-    shown = formatted(summary)
+    return write_frame(formatted(summary), summary, base, formats)
+
+
+def write_frame(shown: pd.DataFrame, raw: pd.DataFrame, base: Path, formats: tuple[str, ...]) -> str:
+    """Write a table as a reader sees it (`shown`: md, tex) and its numbers (`raw`: csv); return its Markdown."""
     markdown = tabulate(shown, headers="keys", tablefmt="github", showindex=False)
     if "md" in formats:
-        write_text(base.with_suffix(".md"), markdown + "\n")
+        write_text(base.with_name(f"{base.name}.md"), markdown + "\n")
     if "tex" in formats:
-        write_text(base.with_suffix(".tex"), tabulate(shown, headers="keys", tablefmt="latex_booktabs",
+        write_text(base.with_name(f"{base.name}.tex"), tabulate(shown, headers="keys", tablefmt="latex_booktabs",
                                                       showindex=False) + "\n")
     if "csv" in formats:
-        write_text(base.with_suffix(".csv"), summary.to_csv(index=False))
+        write_text(base.with_name(f"{base.name}.csv"), raw.to_csv(index=False))
     return markdown
 
 
 def method_code_lines(jobs: pd.DataFrame) -> str:
     """Bullets where jobs ran method code that differs (`bench.method_identity.code_notes`)."""
     return "".join(f"- {note}\n" for note in code_notes(jobs))
+
+
+def paired_sections(records: pd.DataFrame, out: Path, formats: tuple[str, ...], reference: str | None) -> list[str]:
+    """Per comparison point: the paired differences to dense and the reference, the ranking, the forest plot."""
+    differences, ranks = paired.differences(records, reference), paired.ranking(records)
+    if differences.empty:
+        return []
+    sections = [PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
+    figure_paths = {path.stem: path for path in figures.paired_differences(differences, out / "figures")
+                    if path.suffix == ".png"}
+    for (dataset, arch, level), point in differences.groupby(["dataset", "arch", "level"], sort=False):
+        base = out / "tables" / f"{dataset}-{arch}-paired-{level}"
+        markdown = write_frame(paired.shown_differences(point), point, base, formats)
+        ranked = ranks[(ranks.dataset == dataset) & (ranks.arch == arch) & (ranks.level == level)]
+        ranking_markdown = write_frame(paired.shown_ranking(ranked), ranked,
+                                       out / "tables" / f"{dataset}-{arch}-ranking-{level}", formats)
+        figure = figure_paths[f"paired-differences-{dataset}-{arch}-{level}"]
+        sections.append(f"### Paired differences: {dataset}, {arch}, sparsity {level}\n\n{markdown}\n\n"
+                        f"Ranking:\n\n{ranking_markdown}\n\n![paired differences {level}](figures/{figure.name})\n")
+    return sections
 
 
 def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
@@ -92,11 +130,47 @@ def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def epochs_with_stages(records: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFrame:
+    """Every done job of `jobs`, its epochs in the order it trained them: the epochs it read from shared stages (the
+    dense trajectory logs its epochs once, in the stage's `epochs.csv`) first, as many as its record
+    counts beyond its own rows, then its own `epochs.csv`. So the dense job (no epochs of its own) shows
+    the trajectory, magnitude and LTH their dense run before their own phases, and IMC its pretraining
+    prefix; a stage that logs no epochs (Continuous Sparsification's search) adds none."""
+    own = job_csv(jobs, "epochs.csv")
+    epochs = records.groupby("job_id").epochs.max()
+    frames = []
+    for _, job in jobs[jobs.state == "done"].iterrows():
+        rows = own[own.job_id == job.job_id] if not own.empty else own
+        missing = int(epochs.get(job.job_id, 0)) - len(rows)
+        shared = [pd.read_csv(path) for path in (folder / "epochs.csv" for folder in _stage_folders(Path(job.folder)))
+                  if path.exists() and path.stat().st_size]
+        if missing > 0 and shared:
+            frames.append(pd.concat(shared, ignore_index=True).head(missing).assign(job_id=job.job_id))
+        frames.append(rows)
+    frames = [frame for frame in frames if not frame.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _stage_folders(folder: Path) -> list[Path]:
+    """The job's shared stage folders (none where its spec names a method or setting not known here)."""
+    from bench.jobs import stage_folders  # here: the stages a spec reads need its method's code (and torch)
+
+    try:
+        return stage_folders(folder)
+    except (BenchError, CorruptFileError, KeyError, TypeError, ValueError):
+        return []
+
+
 def per_job_figures(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
-    """The figures read from the jobs' own files: per-layer density and training curves."""
+    """The figures read from the jobs' own files: per-layer density and training curves. Both show the
+    first trial's jobs, so only those jobs' files are read (a report of 10,000 jobs reads a few dozen)."""
     records = collection.records
-    return figures.layer_density(records, job_csv(collection.jobs, "layers.csv"), dataset, arch, folder) + \
-        figures.training_curves(records, job_csv(collection.jobs, "epochs.csv"), dataset, arch, folder)
+    group = records[(records.dataset == dataset) & (records.arch == arch)]
+    dense = group.method == BASELINE
+    first_trials = {group[part].trial.min() for part in (dense, ~dense) if part.any()}
+    shown = collection.jobs[collection.jobs.job_id.isin(group[group.trial.isin(first_trials)].job_id)]
+    return figures.layer_density(records, job_csv(shown, "layers.csv"), dataset, arch, folder) + \
+        figures.training_curves(records, epochs_with_stages(records, shown), dataset, arch, folder)
 
 
 def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
@@ -117,7 +191,7 @@ def outside_section(outside: pd.DataFrame) -> str:
 
 
 def write_report(collection: Collection, out: Path, title: str, description: str,
-                 formats: tuple[str, ...], outside: pd.DataFrame | None = None) -> Path:
+                 formats: tuple[str, ...], outside: pd.DataFrame | None = None, reference: str | None = None) -> Path:
     records, jobs = collection.records, collection.jobs
     out.mkdir(parents=True, exist_ok=True)
     sections = []
@@ -137,6 +211,7 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
+        sections += paired_sections(records, out, formats, reference)
         estimates = lipschitz_estimates(records)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
@@ -187,6 +262,19 @@ job, {len(collection.missing)} missing, corrupt or unfinished
     return path
 
 
+PAIRED_INTRO = """## Paired differences between methods
+
+All methods of one trial share the init, the data order and the augmentation, so each difference below is
+taken trial by trial: a method's accuracy minus dense's (and minus {reference}'s) in the same trial, in
+percentage points. Each cell is the mean difference and its 95% Student-t interval over the trials both
+methods finished (n); "≠ 0" marks an interval that excludes 0. A trial that only one of the two finished
+leaves the pair out and is listed; with n < 2 no interval exists. The ranking orders methods by mean
+accuracy; a method's rank is 1 + the number of methods whose paired interval against it lies wholly above 0,
+so the methods no interval separates share a rank. An iterative method (LTH) stands at a level with its
+nearest round, where that round is within 0.05 of the level.
+"""
+
+
 def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
     """Rows (dataset, arch, trial, p, delta, K and K's diagnostics) from records carrying a Lipschitz sweep."""
     rows = []
@@ -221,11 +309,21 @@ def lipschitz_tables(estimates: pd.DataFrame, folder: Path, formats: tuple[str, 
 @guarded
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.from_records is None:
+        return report(args, Path(args.results))
+    archive = Path(args.from_records)
+    args.out = args.out or str(archive.parent)
+    with tempfile.TemporaryDirectory(prefix="prunebench-records-") as unpacked:
+        records_archive.unpack(archive, Path(unpacked))
+        return report(args, Path(unpacked))
+
+
+def report(args: argparse.Namespace, results: Path) -> int:
+    """Write the report that `args` asks for, from the job folders under `results`."""
     formats = tuple(item.strip() for item in args.format.split(",") if item.strip())
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise BenchError(f"unknown format(s) {unknown}; accepted: {', '.join(FORMATS)}")
-    results = Path(args.results)
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
     planned = None if args.all_jobs or args.grid else recorded_jobs(results)
@@ -243,8 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         grid = load_grid(args.grid)
         collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
-    path = write_report(collection, out, title, description, formats, outside_plan(results, collection))
+    if args.reference is not None and not collection.records.empty and args.reference not in set(collection.records.method):
+        raise BenchError(f"--reference {args.reference!r} has no finished job here; methods with records: "
+                         f"{', '.join(sorted(set(collection.records.method)))}")
+    path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
+                        args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
+    if args.pack_records:
+        count = records_archive.pack(results, out / records_archive.ARCHIVE_NAME, collection.jobs.job_id)
+        print(f"packed the records of {count} jobs into {out / records_archive.ARCHIVE_NAME}")
     return 0
 
 

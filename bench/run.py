@@ -204,6 +204,9 @@ def _dry_run(planned: list[PlannedJob], results: Path) -> int:
 
 
 def summary_table(specs: list[JobSpec], results: Path) -> str:
+    """One row per record, in the progress lines' units: accuracy in %, small sparsities as 7.4e-06."""
+    from bench.tables import number  # as bench.progress: the report's pandas only once a run has finished
+
     rows = []
     for spec in specs:
         folder = job_dir(results, spec)
@@ -217,8 +220,8 @@ def summary_table(specs: list[JobSpec], results: Path) -> str:
                 "trial": spec.trial,
                 "ablation": spec.ablation,
                 "round": record["round"] if record else "",
-                "sparsity": f"{record['achieved_sparsity']:.3f}" if record else "",
-                "accuracy": f"{record['accuracy']:.4f}" if record else "",
+                "sparsity": number(record["achieved_sparsity"], 3) if record else "",
+                "accuracy (%)": f"{100 * record['accuracy']:.2f}" if record else "",
                 "epochs": record["epochs"] if record else "",
                 "runtime (s)": f"{record['runtime_s']:.1f}" if record else "",
                 "state": status["state"],

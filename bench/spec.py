@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from bench.ablations import ABLATIONS, NO_ABLATION
-from bench.data import DataSettings
+from bench.data_settings import DataSettings
 from bench.errors import BenchError, check_sparsity
 
 FOUND = "found"

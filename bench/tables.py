@@ -45,27 +45,47 @@ def found_sparsity_by_trial(records: pd.DataFrame) -> dict[int, float]:
     return imc.groupby("trial").achieved_sparsity.mean().to_dict()
 
 
-def _nearest_round(group: pd.DataFrame, target: float | None) -> pd.DataFrame:
-    if len(group) == 1 or target is None:
-        return group.tail(1)
-    return group.loc[[(group.achieved_sparsity - target).abs().idxmin()]]
+def nearest_per_job(rows: pd.DataFrame, target: pd.Series) -> pd.DataFrame:
+    """One row per (method, trial) of `rows`: the one whose achieved sparsity is nearest its `target`
+    (the first on a tie), or the group's last row where the target is NaN. Vectorised: a report of 10,000
+    jobs makes one pass, not one frame per job."""
+    if rows.empty:
+        return rows
+    position = pd.Series(range(len(rows)), index=rows.index, dtype=float)
+    key = (rows.achieved_sparsity - target).abs().where(target.notna(), -position)
+    chosen = key.groupby([rows.method, rows.trial], sort=False).idxmin()
+    return rows.loc[chosen.to_numpy()]
+
+
+def _per_job(records: pd.DataFrame, values: pd.Series, how: str) -> pd.Series:
+    """`values` aggregated over each (method, trial) with `how` and broadcast back to its rows."""
+    return values.groupby([records.method, records.trial], sort=False).transform(how)
 
 
 def found_rows(records: pd.DataFrame) -> pd.DataFrame:
-    """One record per (method, trial) for the "accuracy with found sparsity" table."""
-    s_star = found_sparsity_by_trial(records)
-    chosen = []
-    for (_, trial), group in records.groupby(["method", "trial"], sort=False):
-        target = s_star.get(trial)
-        for level in (FOUND, "none"):
-            at_level = group[group.level == level]
-            if not at_level.empty:
-                chosen.append(_nearest_round(at_level, target))
-                break
-        else:
-            if target is not None and group["round"].nunique() > 1:  # iterative: nearest round
-                chosen.append(_nearest_round(group, target))
-    return pd.concat(chosen) if chosen else records.iloc[0:0]
+    """One record per (method, trial) for the "accuracy with found sparsity" table: the job at `found`,
+    else the method's own (level none), else an iterative method's round nearest that trial's s*."""
+    target = records.trial.map(found_sparsity_by_trial(records)).astype(float)
+    level_rank = records.level.map({FOUND: 0, "none": 1}).fillna(2)
+    best_rank = _per_job(records, level_rank, "min")
+    iterative = _per_job(records, records["round"], "nunique") > 1
+    eligible = (level_rank == best_rank) & ((best_rank < 2) | (target.notna() & iterative))
+    return nearest_per_job(records[eligible], target[eligible])
+
+
+def rows_at_level(records: pd.DataFrame, target: float, round_tolerance: float | None = None) -> pd.DataFrame:
+    """One record per (method, trial) at sparsity `target`: the jobs that ran at that level (their nearest
+    round), an iterative method's nearest round (within `round_tolerance`, if given) and the dense control."""
+    at_level = records.level == f"{target:g}"
+    has_level = _per_job(records, at_level, "any")
+    iterative = _per_job(records, records["round"], "nunique") > 1
+    dense = _per_job(records, (records.level == "none") & (records.achieved_sparsity == 0.0), "all")
+    distance = (records.achieved_sparsity - target).abs()
+    near = pd.Series(True, index=records.index) if round_tolerance is None else \
+        _per_job(records, distance, "min") <= round_tolerance
+    eligible = at_level | (~has_level & iterative & near) | (~has_level & ~iterative & dense)
+    targets = pd.Series(target, index=records.index).where(~(~has_level & ~iterative & dense))
+    return nearest_per_job(records[eligible], targets[eligible])
 
 
 def paper_rows(records: pd.DataFrame) -> pd.DataFrame:
@@ -77,16 +97,7 @@ def paper_rows(records: pd.DataFrame) -> pd.DataFrame:
         target = paper_sparsity(first.dataset, first.arch)
     except BenchError:
         return records.iloc[0:0]
-    chosen = []
-    for _, group in records.groupby(["method", "trial"], sort=False):
-        at_level = group[group.level == f"{target:g}"]
-        if not at_level.empty:
-            chosen.append(_nearest_round(at_level, target))
-        elif group["round"].nunique() > 1:
-            chosen.append(_nearest_round(group, target))
-        elif (group.level == "none").all() and (group.achieved_sparsity == 0.0).all():
-            chosen.append(group.tail(1))  # the dense control
-    return pd.concat(chosen) if chosen else records.iloc[0:0]
+    return rows_at_level(records, target)
 
 
 def best_rows(records: pd.DataFrame) -> pd.DataFrame:

@@ -27,6 +27,12 @@ buffer and weight decay then see zero for those entries, so the weights stay *ex
 
 Data order and augmentation of epoch e come from `derive_seed(trial, "data", e)`: every method in a
 trial sees the same batches at the same epoch (paired comparisons).
+
+Masks that change during training (`mask_updater`, `bench.mask_updates`): at the iterations the updater
+names, the mask changes after the backward pass (RigL: from the dense gradient, instead of the SGD
+step) or after the SGD step (SET, GMP); the weights and momentum off the new mask are zeroed then. The
+updater's state is checkpointed with the phase; iterations without an update add one host-side
+comparison and no device sync.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from torch.nn import functional as F
 from bench.atomic import CorruptFileError, load_checked, save_checked, write_text
 from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
+from bench.mask_updates import MaskUpdater
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
 from bench.seeds import derive_seed
 
@@ -317,9 +324,11 @@ class Trainer:
         start_epoch: int = 0,
         on_epoch_end: EpochHook | None = None,
         stop_epoch: int | None = None,
+        mask_updater: MaskUpdater | None = None,
     ) -> PhaseResult:
         """Train `model` in place over epochs [start_epoch, stop_epoch) of `settings`' schedule (default: to
-        its end); the last epoch trained is always evaluated."""
+        its end); the last epoch trained is always evaluated. With `mask_updater`, the mask is its live
+        `masks` (`masks` must then be None) and changes at the iterations it names."""
         stop = settings.epochs if stop_epoch is None else stop_epoch
         memory_format = MODEL_MEMORY_FORMAT.get(self.data.device.type)
         if memory_format is not None:
@@ -328,11 +337,18 @@ class Trainer:
             model.parameters(), lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay,
             **optimizer_options(self.data.device),
         )
+        if mask_updater is not None:
+            if masks is not None:
+                raise ValueError("pass the initial mask as the updater's masks, not as masks")
+            masks = mask_updater.masks
         first_epoch, seconds = start_epoch, 0.0
         state = self.load_checkpoint(phase)
         if state is not None:
             model.load_state_dict(state["model"])
             masks = _float_masks(state["masks"], model)
+            if mask_updater is not None:
+                mask_updater.masks = masks
+                mask_updater.load_state_dict(state["mask_updater"])
             if state["complete"]:
                 return PhaseResult(masks, Evaluation(**state["evaluation"]), state["epochs"], state["seconds"])
             optimizer.load_state_dict(state["optimizer"])
@@ -349,13 +365,13 @@ class Trainer:
         path = self.checkpoint_path(phase)
         try:
             return self._train_epochs(model, optimizer, phase, settings, masks, start_epoch, stop, seconds,
-                                      evaluation, epochs_iter, on_epoch_end, path)
+                                      evaluation, epochs_iter, on_epoch_end, path, mask_updater)
         except BaseException:  # a crash, Ctrl-C, or submitit's exit after a requeue: keep the last epoch
             save_pending_checkpoints(path)
             raise
 
     def _train_epochs(self, model, optimizer, phase, settings, masks, start_epoch, stop, seconds, evaluation,
-                      epochs_iter, on_epoch_end, path) -> PhaseResult:
+                      epochs_iter, on_epoch_end, path, mask_updater=None) -> PhaseResult:
         weights = prunable_parameters(model)
         masked_weights, mask_list = self.mask_lists(model, masks)
         sparsity = sparsity_report(model, masks).sparsity
@@ -366,7 +382,11 @@ class Trainer:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             loss_sum, correct = self.train_epoch(model, optimizer, epoch, settings.batch_size, masked_weights, mask_list,
-                                                 settings.precision)
+                                                 settings.precision, mask_updater)
+            if mask_updater is not None and mask_updater.masks is not masks:
+                masks = mask_updater.masks
+                masked_weights, mask_list = self.mask_lists(model, masks)
+                sparsity = sparsity_report(model, masks).sparsity
             train_loss = loss_sum / self.data.train_size
             if not math.isfinite(train_loss):
                 raise DivergedError(f"training loss became {train_loss} in phase {phase!r}, epoch {epoch} (lr {lr})")
@@ -391,7 +411,7 @@ class Trainer:
             })
             if epoch + 1 < stop:
                 _PENDING[path] = self._state(model, optimizer, masks, epoch + 1, seconds, None, complete=False,
-                                             epochs=0, copy=True)
+                                             epochs=0, copy=True, mask_updater=mask_updater)
                 if time.monotonic() - last_saved >= self.checkpoint_interval_s:
                     save_pending_checkpoints(path)
                     last_saved = time.monotonic()
@@ -399,28 +419,36 @@ class Trainer:
         _PENDING.pop(path, None)  # superseded: a later requeue signal must not write an older epoch over it
         # stopped before the schedule's end (a prefix, `stop_epoch`): unfinished, a later call continues it
         write_checkpoint(path, self._state(model, optimizer, masks, stop, seconds, evaluation,
-                                           complete=stop == settings.epochs, epochs=epochs))
+                                           complete=stop == settings.epochs, epochs=epochs, mask_updater=mask_updater))
         return PhaseResult(masks, evaluation, epochs, seconds)
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int, batch_size: int,
-                    masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor], precision: str = "fp32"
-                    ) -> tuple[float, int]:
+                    masked_weights: list[nn.Parameter], mask_list: list[torch.Tensor], precision: str = "fp32",
+                    mask_updater: MaskUpdater | None = None) -> tuple[float, int]:
         """One pass over the training set (the hot loop); returns (summed loss, correct predictions).
 
         Loss and accuracy accumulate on the device and are read once at the end, so the loop never
-        waits for the device.
+        waits for the device (except at the iterations where `mask_updater` changes the mask).
         """
         loss_sum = torch.zeros((), device=self.data.device)
         correct = torch.zeros((), device=self.data.device, dtype=torch.long)
-        for images, labels in self.data.train_batches(derive_seed(self.trial, "data", epoch), batch_size):
+        first_step = epoch * self.data.batches_per_epoch(batch_size)
+        batches = self.data.train_batches(derive_seed(self.trial, "data", epoch), batch_size)
+        for step, (images, labels) in enumerate(batches, start=first_step):
             with autocast(self.data.device, precision):
                 logits = model(images)
                 loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if masked_weights:
-                torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
-            optimizer.step()
+            changes = mask_updater is not None and mask_updater.updates_at(step)
+            if changes and mask_updater.replaces_step:  # RigL: the dense gradient picks growth; no SGD step
+                masked_weights, mask_list = self._change_masks(mask_updater, step, model, optimizer, True)
+            else:
+                if masked_weights:
+                    torch._foreach_mul_([weight.grad for weight in masked_weights], mask_list)
+                optimizer.step()
+                if changes:
+                    masked_weights, mask_list = self._change_masks(mask_updater, step, model, optimizer, False)
             loss_sum += loss.detach() * labels.numel()
             correct += (logits.detach().argmax(1) == labels).sum()
         return loss_sum.item(), int(correct.item())
@@ -435,6 +463,15 @@ class Trainer:
         masked = [weights[name] for name in masks]
         return masked, [torch.empty_like(weight).copy_(mask) for weight, mask in zip(masked, masks.values(), strict=True)]
 
+    def _change_masks(self, mask_updater: MaskUpdater, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      dense_gradient: bool) -> tuple[list[nn.Parameter], list[torch.Tensor]]:
+        """Let `mask_updater` change the mask at `step`; zero the weights and momentum off the new mask."""
+        weights = prunable_parameters(model)
+        gradients = {name: weight.grad for name, weight in weights.items()} if dense_gradient else None
+        masks = mask_updater.update(step, model, gradients)
+        self._zero_momentum(optimizer, weights, masks)
+        return self.mask_lists(model, masks)
+
     @staticmethod
     def _zero_momentum(optimizer: torch.optim.Optimizer, weights: dict[str, nn.Parameter], masks: Masks) -> None:
         for name, mask in masks.items():
@@ -443,7 +480,8 @@ class Trainer:
                 buffer.mul_(mask)
 
     @staticmethod
-    def _state(model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs, copy=False) -> dict:
+    def _state(model, optimizer, masks, next_epoch, seconds, evaluation, complete, epochs, copy=False,
+               mask_updater=None) -> dict:
         """A checkpoint of the phase (tensors and numbers only); `copy` detaches it from the live tensors
         (a pending checkpoint)."""
         state = {
@@ -456,6 +494,7 @@ class Trainer:
             "complete": complete,
             "epochs": epochs,
             "cpu_rng": torch.get_rng_state(),
+            "mask_updater": None if mask_updater is None else mask_updater.state_dict(),
         }
         return _copied(state) if copy else state
 

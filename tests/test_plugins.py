@@ -22,12 +22,12 @@ from methods.registry import load_plugins
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DOCS = REPO_ROOT / "docs" / "extending.md"
-BLOCK = re.compile(r"```(?:python|toml) (\S+)\n(.*?)```", re.DOTALL)
+BLOCK = re.compile(r"<!-- docs-test: file (\S+) -->\n```\w*\n(.*?)```", re.DOTALL)
 SECTION = re.compile(r'^\[project\.entry-points\."([\w.]+)"\]$', re.MULTILINE)
 
 
 def doc_blocks() -> dict[str, str]:
-    """File name -> code of each named block in docs/extending.md."""
+    """File name -> code of each block of docs/extending.md that the docs test writes to a file."""
     return {name: code for name, code in BLOCK.findall(DOCS.read_text())}
 
 
@@ -56,7 +56,7 @@ def bench(command: str, *args: str, plugin: Path | None) -> subprocess.Completed
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory) -> Path:
     blocks = doc_blocks()
-    entry_points = blocks["pyproject.toml"].split("\n\n", 1)[1] + "\n" + blocks["entry-points"]
+    entry_points = blocks["pyproject.toml"].split("\n\n", 1)[1] + "\n" + blocks["entry-points.toml"]
     modules = {name: blocks[name] for name in ("grad_norm.py", "mlp_arch.py", "stripes_data.py")}
     return install(tmp_path_factory.mktemp("site"), "grad-norm", modules, entry_points)
 

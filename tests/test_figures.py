@@ -1,0 +1,101 @@
+"""The report's figures read right for short runs: one trial promises no spread, 14 methods can be told
+apart, a run tested once per job shows final accuracies (not a column of dots), and the spectrum names
+both IMC sparsities. Figures are drawn from small record tables made here; `save` is wrapped to keep
+the figure it would close."""
+
+import pandas as pd
+import pytest
+
+from bench import figures
+from bench.paper import METHOD_ORDER
+
+DATASET, ARCH = "digits", "resnet20"
+
+
+@pytest.fixture()
+def drawn(monkeypatch, tmp_path):
+    kept = []
+
+    def keep(figure, folder, name):
+        kept.append(figure)
+        return [tmp_path / f"{name}.png"]
+
+    monkeypatch.setattr(figures, "save", keep)
+    return kept
+
+
+def records(trials: int, methods=("dense", "snip", "synflow")) -> pd.DataFrame:
+    rows = []
+    for trial in range(trials):
+        for index, method in enumerate(methods):
+            for level, sparsity in (("none", 0.0),) if method == "dense" else (("0.5", 0.5), ("0.9", 0.9)):
+                rows.append({"job_id": f"{method}-{level}-{trial}", "method": method, "dataset": DATASET, "arch": ARCH,
+                             "trial": trial, "level": level, "round": 0, "achieved_sparsity": sparsity,
+                             "accuracy": 0.9 - 0.01 * index - 0.001 * trial, "extra": {}})
+    return pd.DataFrame(rows)
+
+
+def texts(figure) -> str:
+    axes = figure.axes
+    parts = [figure._suptitle.get_text() if figure._suptitle else ""]
+    for axis in axes:
+        parts.append(axis.get_title())
+        legend = axis.get_legend()
+        parts += [text.get_text() for text in legend.get_texts()] if legend else []
+    return " | ".join(parts)
+
+
+def test_a_figure_of_one_trial_promises_no_spread(drawn):
+    figures.accuracy_vs_density(records(1), DATASET, ARCH, None)
+    figures.accuracy_vs_sparsity(records(1), DATASET, ARCH, None)
+    shown = " ".join(texts(figure) for figure in drawn)
+    assert "±" not in shown and "1 trial" in shown
+
+
+def test_several_trials_name_their_spread(drawn):
+    figures.accuracy_vs_density(records(3), DATASET, ARCH, None)
+    assert "mean ± std over 3 trials" in texts(drawn[0])
+
+
+def test_fourteen_methods_get_fourteen_looks():
+    methods = [name for name in METHOD_ORDER if name != "dense"] + ["magnitude"]
+    styles = figures.method_styles(pd.Series(methods))
+    looks = {(style["color"], style["linestyle"]) for style in styles.values()}
+    assert len(styles) >= 13 and len(looks) == len(styles)
+    assert len({style["marker"] for style in styles.values()}) == len(styles)
+
+
+def epochs_of(frame: pd.DataFrame, epochs: int, tested_every: int) -> pd.DataFrame:
+    rows = []
+    for job_id in frame.job_id:
+        for epoch in range(epochs):
+            tested = (epoch + 1) % tested_every == 0 or epoch == epochs - 1
+            rows.append({"job_id": job_id, "phase": "train", "epoch": epoch, "train_loss": 1.0 / (epoch + 1),
+                         "test_accuracy": 0.9 if tested else None})
+    return pd.DataFrame(rows)
+
+
+def test_a_run_tested_once_per_job_shows_final_accuracies(drawn):
+    frame = records(1)
+    figures.training_curves(frame, epochs_of(frame, 4, 10), DATASET, ARCH, None)
+    accuracy = drawn[0].axes[0]
+    assert [label.get_text() for label in accuracy.get_yticklabels()][:2] == ["SNIP", "SynFlow"]
+    assert "final test accuracy" in accuracy.get_title()
+
+
+def test_a_longer_run_draws_accuracy_curves_over_the_epochs(drawn):
+    frame = records(1)
+    figures.training_curves(frame, epochs_of(frame, 30, 10), DATASET, ARCH, None)
+    accuracy = drawn[0].axes[0]
+    assert accuracy.get_xlim()[0] < 10 < 30 <= accuracy.get_xlim()[1]
+    assert all(len(line.get_xdata()) == 3 for line in accuracy.get_lines())
+
+
+def test_the_spectrum_names_the_gap_rule_s_star_and_the_pruned_sparsity(drawn):
+    extra = {"spectrum_nodes": [9.0, 0.5, -1.0], "spectrum_weights": [0.1, 0.6, 0.3], "found_sparsity": 3.7e-6,
+             "split": {"upper": 9.0, "lower": 0.5}, "lipschitz": 0.5}
+    frame = pd.DataFrame([{"method": "imc-analysis", "dataset": DATASET, "arch": ARCH, "trial": 0,
+                           "achieved_sparsity": 7.4e-6, "extra": extra}])
+    figures.spectrum(frame, None)
+    title = drawn[0].axes[0].get_title()
+    assert "3.7e-06" in title and "7.4e-06" in title
