@@ -61,6 +61,15 @@ Iterative magnitude pruning
   (what the survivors become before each round's training: a `RoundStart`), as `lth-reinit/rewind/finetune` do.
 - `round_sparsity(round, pruning_fraction)`: 1 - (1 - f)^r.
 
+Sparse training (a mask that changes while the net trains: GMP, SET, RigL)
+- `MaskUpdater`: the training loop's mask-update hook (`context.train(..., mask_updater=...)`): says at
+  which iterations it updates (`updates_at`) and changes the live mask there; the loop keeps pruned
+  weights and their momentum at zero and checkpoints the updater's state.
+- `SparseTraining`, `DropGrowUpdater`, `DropGrowSettings`: the shared base of SET and RigL (a per-layer
+  density distribution, drop-and-grow at a cosine-decayed fraction); `initial_masks(context, model,
+  settings, name)`: the seeded start mask of that distribution.
+- `layerwise_count_mask(scores, counts)`, `ones_masks(model)`: masks with exact per-layer counts; all ones.
+
 Errors
 - `BenchError`: raise it with one line naming the bad value and the accepted ones (bad settings).
 """
@@ -78,16 +87,20 @@ from baselines._scoring import (
     loss_gradients,
     scoring_batches,
 )
+from baselines._sparse_training import DropGrowSettings, DropGrowUpdater, SparseTraining, initial_masks
 from baselines.lth import IterativeMagnitudePruning, RoundStart, round_sparsity
 from bench.data import DATASETS, DataSettings, DeviceData, ImageData
 from bench.data.core import Source, channel_stats
 from bench.errors import BenchError
+from bench.mask_updates import MaskUpdater
 from bench.masks import (
     Masks,
     apply_masks,
     global_mask,
+    layerwise_count_mask,
     layerwise_mask,
     magnitude_scores,
+    ones_masks,
     prunable_parameters,
     uniform_layerwise_mask,
 )
@@ -100,7 +113,8 @@ register_arch = ARCHS.register
 register_dataset = DATASETS.register
 
 __all__ = [
-    "SCORING_BATCH_SIZE", "Batch", "BenchError", "DataSettings", "DeviceData", "Evaluation", "ImageData",
+    "SCORING_BATCH_SIZE", "Batch", "BenchError", "DataSettings", "DeviceData", "DropGrowSettings", "DropGrowUpdater",
+    "Evaluation", "ImageData", "MaskUpdater", "SparseTraining", "initial_masks", "layerwise_count_mask", "ones_masks",
     "IterativeMagnitudePruning", "JobContext", "Masks", "Method", "ModelInput", "NoSettings", "PlannedPhase",
     "PruneAtInit", "Pruner", "RoundStart", "Source", "TrainSettings", "apply_masks", "batch_loss", "bn_mode",
     "channel_stats", "class_balanced_sample", "global_mask", "hessian_gradient_product", "layerwise_mask", "loss_gradients",
