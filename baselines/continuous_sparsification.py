@@ -28,6 +28,7 @@ checksummed, the one before kept as the fallback) and keeps the rewind state the
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ from torch.nn import functional as F
 from bench.atomic import load_checked, save_checked
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.spec import JobSpec
-from bench.stages import StageNeed, StageSpec, recipe_key
+from bench.stages import StageNeed, StageSpec, load_value, recipe_key
 from bench.train import TrainSettings, autocast, load_latest_checkpoint, write_checkpoint
 from methods.base import JobContext, Method, PlannedPhase
 from methods.registry import register
@@ -57,7 +58,7 @@ class ContinuousSparsificationSettings:
     mask_initial_value: float = field(default=0.0, metadata={"help": "s0, the initial mask score (official 0)"})
     lmbda: float = field(default=1e-8, metadata={"help": "weight of the sum of soft masks in the loss"})
     final_temperature: float = field(default=200.0, metadata={"help": "beta_T, reached in each round's last epoch"})
-    rounds: int = field(default=2, metadata={"help": "search rounds (official 3; our choice 2)"})
+    rounds: int = field(default=2, metadata={"help": "search rounds (official 3; our choice 2)", "minimum": 1})
     round_epochs: int = field(default=0, metadata={"help": "epochs per search round; 0 = half the recipe's epochs"})
     round_lr_drops: tuple[float, ...] = field(
         default=(56 / 85, 71 / 85), metadata={"help": "fractions of a round at which the lr drops x0.1 (official)"})
@@ -147,6 +148,11 @@ class ContinuousSparsification(Method):
         checkpoint, rewind_path = folder / SEARCH_CHECKPOINT, folder / REWIND_STATE
         stored = load_latest_checkpoint(checkpoint, context.device, "the search")
         state = SearchState(**stored) if stored is not None else None
+        past_rewind = state is not None and (state.round, state.epoch) >= (0, rewind_epoch) and rewind_epoch > 0
+        if past_rewind and load_value(rewind_path, lambda value: isinstance(value, dict)) is None:
+            print(f"warning: the search in {folder} is past its rewind epoch {rewind_epoch} but has no readable "
+                  f"{REWIND_STATE}; restarting the search", file=sys.stderr, flush=True)
+            state = None
         first_round, first_epoch, seconds = 0, 0, 0.0
         if state is not None:
             model.load_state_dict(state.model)

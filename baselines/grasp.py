@@ -63,6 +63,7 @@ def halves(batches: Sequence[Batch]) -> list[Batch]:
 @register("grasp")
 class Grasp(PruneAtInit):
     Settings = GraspSettings
+    needs_batches = True
 
     def job_batches(self, context: JobContext) -> list[Batch]:
         settings = self.settings

@@ -44,7 +44,7 @@ from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
 from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method, PlannedPhase, planned_trajectory
+from methods.base import SPARSITY_TOLERANCE, JobContext, Method, PlannedPhase, planned_trajectory
 from methods.registry import register
 
 REWIND_SCHEDULES = ("restart", "resume")
@@ -144,6 +144,18 @@ class IterativeMagnitudePruning(Method):
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
         return [trajectory_need(spec, recipe, self.snapshot_epochs(recipe))]
+
+    def check_job(self, spec: JobSpec, recipe: TrainSettings) -> None:
+        """A job whose `rounds` cannot reach its requested sparsity fails here, before training."""
+        settings = self.settings
+        if not settings.rounds or not isinstance(spec.sparsity, float):
+            return
+        reached = round_sparsity(settings.rounds, settings.pruning_fraction)
+        if reached < spec.sparsity - SPARSITY_TOLERANCE:
+            raise BenchError(f"{self.name} with rounds = {settings.rounds} and pruning_fraction = "
+                             f"{settings.pruning_fraction} reaches sparsity {reached:.3f}, not the requested "
+                             f"{spec.sparsity}; accepted: rounds = 0 (as many as needed: "
+                             f"{rounds_for(spec.sparsity, settings.pruning_fraction)}) or a lower sparsity")
 
     def snapshot_epochs(self, recipe: TrainSettings) -> tuple[int, ...]:
         """Epochs of the dense run whose state the rounds start from (rewinding); none by default."""

@@ -32,6 +32,8 @@ def snip_scores(model: nn.Module, batches: Sequence[Batch]) -> dict[str, torch.T
 
 @register("snip")
 class Snip(PruneAtInit):
+    needs_batches = True
+
     def job_batches(self, context: JobContext) -> list[Batch]:
         batch_size = context.train_settings.batch_size
         return scoring_batches(context.data, batch_size, batch_size, context.seed("snip"), augment=False)

@@ -26,7 +26,8 @@ from methods.registry import register
 
 @dataclass(frozen=True)
 class SynflowSettings:
-    iterations: int = field(default=100, metadata={"help": "scoring/masking steps of the exponential schedule"})
+    iterations: int = field(default=100, metadata={"help": "scoring/masking steps of the exponential schedule",
+                                                   "minimum": 1})
 
 
 def linearized_copy(model: nn.Module) -> nn.Module:

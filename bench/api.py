@@ -94,6 +94,9 @@ def prune(model: nn.Module, method: str, sparsity: float, batches: Iterable[tupl
     pruner = pruner_class(build_settings(pruner_class.Settings, dict(settings), f"method {method}"))
     device = next(model.parameters()).device
     on_device = [(images.to(device), labels.to(device)) for images, labels in batches]
+    if pruner_class.needs_batches and not on_device:
+        raise BenchError(f"method {method!r} scores the weights on data, but no batches were given; accepted: "
+                         "batches=[(images, labels), ...] (e.g. a few batches of the training set)")
     input_shape = tuple(on_device[0][0].shape[1:]) if on_device else None
     masks = pruner.prune(model, on_device, sparsity, seed, input_shape)
     return {name: mask.to(device=device, dtype=torch.float32) for name, mask in masks.items()}

@@ -10,6 +10,9 @@
   containers and numbers (plus the classes a caller allow-lists), so a file crafted by someone else
   cannot run code when a job resumes. A file that fails either check raises `CorruptFileError`
   naming the file.
+- Reads never follow a link (`bench.safe_paths`): a link, a folder or an unreadable entry where a file
+  is expected is a `CorruptFileError` naming it, like a torn file; a write renames over a link at its
+  path instead of writing through it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.errors import BenchError
+from bench.safe_paths import LinkOutError, read_bytes_no_follow
 
 CHECKED_MAGIC = b"prunebench-sha256 "
 DIGEST_LENGTH = 64
@@ -66,12 +70,33 @@ def write_json(path: str | os.PathLike, value: Any) -> None:
     write_text(path, json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON in `path`; a file that is not JSON raises `CorruptFileError` naming it."""
+def read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the plain file at `path`, never through a link; a link, a folder or an unreadable
+    entry raises `CorruptFileError` naming it (a missing file raises `FileNotFoundError`)."""
     try:
-        return json.loads(Path(path).read_text())
+        return read_bytes_no_follow(path)
+    except LinkOutError as error:
+        raise CorruptFileError(str(error)) from None
+    except (IsADirectoryError, PermissionError) as error:
+        raise CorruptFileError(f"{path} cannot be read as a file ({error.strerror}); accepted: a plain file "
+                               "written by prunebench") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in `path`; a file that is not JSON (or not a plain file) raises `CorruptFileError` naming it."""
+    try:
+        return json.loads(read_file(path).decode())
     except (ValueError, UnicodeDecodeError) as error:
         raise CorruptFileError(f"{path} is not valid JSON ({error}); delete it or restore it") from None
+
+
+def read_shaped(path: str | os.PathLike, expected: type, what: str) -> Any:
+    """`read_json(path)`, which must be of type `expected` (described as `what`), else `CorruptFileError`."""
+    value = read_json(path)
+    if not isinstance(value, expected):
+        raise CorruptFileError(f"{path} holds a {type(value).__name__}, not {what} (wrong shape); delete it or "
+                               "restore it")
+    return value
 
 
 def torch_save(path: str | os.PathLike, value: Any) -> None:
@@ -104,7 +129,7 @@ def load_checked(path: str | os.PathLike, map_location: Any = "cpu", safe_types:
     """
     import torch
 
-    raw = Path(path).read_bytes()
+    raw = read_file(path)
     if raw.startswith(CHECKED_MAGIC):
         start = len(CHECKED_MAGIC)
         digest, payload = raw[start:start + DIGEST_LENGTH].decode(errors="replace"), raw[start + DIGEST_LENGTH + 1:]

@@ -7,7 +7,9 @@ accounted for: done, failed, `blocked` (a job it waits for failed; the error nam
 (a file that cannot be read is named) or missing. An unreadable file never drops a row or stops the
 collection. Records
 carry their job's `ablation`; an ablated job's method reads e.g. `snip (shuffle)`, so the tables and
-figures give it its own row and curve.
+figures give it its own row and curve. Jobs of one method (on one dataset and arch) that ran with
+different settings are never pooled: each gets the settings that differ in its label, e.g.
+`synflow (iterations=5)` beside `synflow (iterations=default)` (`base_method` keeps the method's name).
 """
 
 from __future__ import annotations
@@ -22,9 +24,19 @@ from bench.ablations import NO_ABLATION
 from bench.atomic import CorruptFileError, read_json
 from bench.grid import PlannedJob
 from bench.spec import FOUND, JobSpec
-from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, read_metrics, read_status
+from bench.store import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    JOBS_FOLDER,
+    job_folder_refusal,
+    read_metrics,
+    read_status,
+    stored_job_id,
+)
 
 MISSING, BLOCKED = "missing", "blocked"
+DEFAULT = "default"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
                "git_sha", "threads", "ablation", "method_version", "method_source"]
 
@@ -56,10 +68,12 @@ class Collection:
 
 
 def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
-    status = read_status(folder) if folder.exists() else {"state": MISSING}
+    refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
+    status = {"state": CORRUPT, "error": refusal} if refusal else (
+        read_status(folder) if folder.exists() else {"state": MISSING})
     provenance_path = folder / "provenance.json"
     try:
-        provenance = read_json(provenance_path) if provenance_path.exists() else {}
+        provenance = read_json(provenance_path) if provenance_path.exists() and not refusal else {}
     except CorruptFileError:  # provenance is informative only; the row stays
         provenance = {}
     method_code = (provenance.get("methods") or {}).get(spec.method) or {}
@@ -84,16 +98,25 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
 
 
 def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
-    """The specs on disk under the ids they were written with, and a row for each unreadable spec.json."""
+    """The specs on disk under the ids they were written with, and a row for each job folder whose
+    spec.json is missing, unreadable or holds another job's spec."""
     listed, unreadable = [], []
-    for path in sorted(jobs_root.glob("*/spec.json")):
+    folders = sorted(path for path in jobs_root.iterdir() if path.is_dir()) if jobs_root.is_dir() else []
+    for folder in folders:
+        path = folder / "spec.json"
         try:
+            if refusal := job_folder_refusal(folder):  # not read through a link out of the results folder
+                raise CorruptFileError(refusal)
+            if not path.exists() and not path.is_symlink():
+                raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
+                                       "bench.run that made it, which writes it again")
             entry = read_json(path)
-            listed.append((JobSpec.from_dict(entry["spec"]), entry["job_id"]))
-        except (CorruptFileError, KeyError, TypeError) as error:
-            why = str(error) if isinstance(error, CorruptFileError) else f"{path} lacks a job spec ({error})"
-            unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": path.parent.name, "state": CORRUPT,
-                                                                 "error": why, "folder": str(path.parent)})
+            if stored_job_id(entry) != folder.name:
+                raise CorruptFileError(f"{path} holds the spec of job {stored_job_id(entry)}, not of {folder.name}")
+            listed.append((JobSpec.from_dict(entry["spec"]), folder.name))
+        except CorruptFileError as error:
+            unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": folder.name, "state": CORRUPT,
+                                                                 "error": str(error), "folder": str(folder)})
     return listed, unreadable
 
 
@@ -137,5 +160,28 @@ def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None)
                 record_rows.append(row)
         job_rows.append(job)
     jobs = pd.DataFrame(job_rows, columns=JOB_COLUMNS)
-    records = pd.DataFrame(record_rows)
+    records = apart_by_settings(pd.DataFrame(record_rows))
     return Collection(records=records, jobs=jobs)
+
+
+def _settings(hparams: str, train: str) -> dict[str, object]:
+    """A job's non-default settings from its spec's hparams and train (JSON), train's prefixed `train.`."""
+    return json.loads(hparams) | {f"train.{key}": value for key, value in json.loads(train).items()}
+
+
+def apart_by_settings(records: pd.DataFrame) -> pd.DataFrame:
+    """Records whose method, on one dataset and arch, ran with different settings get the settings that
+    differ in their method label (`synflow (iterations=5)` beside `synflow (iterations=default)`), so
+    that no table row or curve pools them; `base_method` keeps the method's name."""
+    if records.empty:
+        return records
+    records = records.assign(base_method=records.method)
+    for _, group in records.groupby(["method", "dataset", "arch"]):
+        settings = [_settings(hparams, train) for hparams, train in zip(group.hparams, group.train, strict=True)]
+        keys = sorted({key for entry in settings for key in entry})
+        differing = [key for key in keys if len({json.dumps(entry.get(key)) for entry in settings}) > 1]
+        if differing:
+            records.loc[group.index, "method"] = [
+                f"{method} ({', '.join(f'{key}={entry.get(key, DEFAULT)}' for key in differing)})"
+                for method, entry in zip(group.method, settings, strict=True)]
+    return records

@@ -45,6 +45,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,12 @@ from bench.atomic import CorruptFileError, load_checked
 from bench.data import DataSettings
 from bench.errors import BenchError
 from bench.grid import PlannedJob
-from bench.jobs import request_stages, run_job, stage_folders
+from bench.jobs import record_lost, request_stages, run_job, stage_folders
 from bench.progress import Progress
 from bench.provenance import REPO_ROOT
 from bench.slurm_limits import check_request
 from bench.spec import RunSettings
-from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, write_spec
+from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status, wait_for_job, write_spec
 from bench.tracking import JobState, append_jobs_log, job_states
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -180,6 +181,17 @@ def _ready(job: PlannedJob, results: Path, outcome: Outcome) -> str | None:
     return next((dep for dep in job.after if _dependency_state(dep, results, outcome) != DONE), None)
 
 
+def _await_held(job: PlannedJob, waiting_for: str | None, results: Path, outcome: Outcome, echo: Printer) -> str | None:
+    """If the dependency `waiting_for` is held by another run, wait for that run to finish it (saying
+    so), record its state and return what the job still waits for; else return `waiting_for`."""
+    if waiting_for is None or waiting_for not in outcome.held:
+        return waiting_for
+    echo(f"    {job.job_id} waits for {waiting_for}, which another run holds; waiting for it to finish")
+    outcome.held.pop(waiting_for)
+    outcome.states[waiting_for] = wait_for_job(Path(results) / JOBS_FOLDER / waiting_for)["state"]
+    return _ready(job, results, outcome)
+
+
 def _skip(job_id: str, waiting_for: str, outcome: Outcome) -> str:
     """Record a job whose dependency is not done (held elsewhere: not a failure); return why."""
     if waiting_for in outcome.held:
@@ -206,8 +218,19 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
     paths = _write_specs(planned, results, run)
     outcome = Outcome()
     progress = Progress(planned, results, retry_failed, echo)
+    previous = signal.signal(signal.SIGTERM, _save_and_exit)  # `kill`, `timeout`: the last epoch is kept
+    try:
+        _run_inline_jobs(planned, results, paths, retry_failed, outcome, progress, echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    progress.summary()
+    return outcome
+
+
+def _run_inline_jobs(planned: list[PlannedJob], results: Path, paths: dict[str, Path], retry_failed: bool,
+                     outcome: Outcome, progress: Progress, echo: Printer) -> None:
     for job in planned:
-        waiting_for = _ready(job, results, outcome)
+        waiting_for = _await_held(job, _ready(job, results, outcome), results, outcome, echo)
         if waiting_for is not None:
             progress.blocked(job, _skip(job.job_id, waiting_for, outcome))
             continue
@@ -219,14 +242,13 @@ def run_inline(planned: list[PlannedJob], results: Path, run: RunSettings, retry
         progress.finished(job, status)
         if line:
             echo(f"    {line}")
-    progress.summary()
-    return outcome
 
 
 
 def _init_worker(devices: Any, threads: int) -> None:
     """Pool initializer: take one GPU (if any) before torch touches CUDA; share the CPU threads; end
     with the parent (`bench.run`) when it dies, even mid-job (the job resumes from its checkpoint)."""
+    signal.signal(signal.SIGTERM, _save_and_exit)  # `kill`, the OOM killer's warning: keep the last epoch
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     if devices is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(devices.get())
@@ -239,10 +261,19 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     """Poll the parent's pid: when this process is re-parented (the parent died), end at once."""
     while os.getppid() == parent:
         time.sleep(interval_s)
+    from bench.train import save_pending_checkpoints
+
+    save_pending_checkpoints()  # the job resumes from its last finished epoch
     os._exit(1)
 
 
-def _run_in_worker(spec_path: str, retry_failed: bool) -> dict[str, Any]:
+def _run_in_worker(spec_path: str, retry_failed: bool, after: str | None = None) -> dict[str, Any]:
+    """Run the job; first wait for the job folder `after` (held by another run) to be released."""
+    if after is not None:
+        print(f"    {Path(spec_path).parent.name} waits for {Path(after).name}, which another run holds; waiting "
+              "for it to finish", flush=True)
+        if wait_for_job(Path(after))["state"] != DONE:
+            return {"state": FAILED, "error": f"dependency {Path(after).name} is not done"}
     return run_job(spec_path, retry_failed=retry_failed)
 
 
@@ -279,31 +310,73 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
     outcome.states.update({job.job_id: progress.skips(job) for job in planned if progress.skips(job)})
     waiting = [job for job in planned if not progress.skips(job)]
     by_id = {job.job_id: job for job in planned}
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                                initargs=(devices, threads)) as pool:
-        running: dict[concurrent.futures.Future, str] = {}
-        while waiting or running:
-            active = set(running.values()) | {job.job_id for job in waiting}
-            for job in list(waiting):
-                blocking = _ready(job, results, outcome)
-                if blocking is None:
-                    running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed)] = job.job_id
-                    waiting.remove(job)
-                elif blocking not in active:  # failed, blocked, held, or not in this plan and not done
-                    progress.blocked(job, _skip(job.job_id, blocking, outcome))
-                    waiting.remove(job)
-            if not running:
-                continue
-            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
-            for future in done:
-                job_id = running.pop(future)
-                status = future.result()
-                line = _note(job_id, status, outcome)
-                progress.finished(by_id[job_id], status)
-                if line:
-                    echo(f"    {line}")
+    lost: set[str] = set()  # jobs in flight when a worker died (killed by the OS): run once more, then failed
+    previous = signal.signal(signal.SIGTERM, _save_and_exit)  # the workers see this process end and save
+    try:
+        while waiting:
+            _refill(devices, slots)
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                                        initargs=(devices, threads)) as pool:
+                running: dict[concurrent.futures.Future, str] = {}
+                while waiting or running:
+                    active = set(running.values()) | {job.job_id for job in waiting}
+                    for job in list(waiting):
+                        blocking = _ready(job, results, outcome)
+                        if blocking is None or blocking in outcome.held:  # a held one: the worker waits for it
+                            waits = str(Path(results) / JOBS_FOLDER / blocking) if blocking else None
+                            running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed, waits)] = \
+                                job.job_id
+                            waiting.remove(job)
+                        elif blocking not in active:  # failed, blocked, or not in this plan and not done
+                            progress.blocked(job, _skip(job.job_id, blocking, outcome))
+                            waiting.remove(job)
+                    if not running:
+                        continue
+                    done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+                    if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+                        waiting = _lost_workers(running, lost, by_id, paths, outcome, progress, echo) + waiting
+                        break
+                    for future in done:
+                        job_id = running.pop(future)
+                        status = future.result()
+                        line = _note(job_id, status, outcome)
+                        progress.finished(by_id[job_id], status)
+                        if line:
+                            echo(f"    {line}")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     progress.summary()
     return outcome
+
+
+def _refill(devices: Any, slots: list[int]) -> None:
+    """Put every GPU slot (back) in the queue the workers of a new pool take theirs from."""
+    if devices is None:
+        return
+    while not devices.empty():
+        devices.get_nowait()
+    for index in slots:
+        devices.put(index)
+
+
+def _lost_workers(running: dict[concurrent.futures.Future, str], lost: set[str], by_id: dict[str, PlannedJob],
+                  paths: dict[str, Path], outcome: Outcome, progress: Progress, echo: Printer) -> list[PlannedJob]:
+    """A worker died (the OS killed it, e.g. out of memory) and took the pool down: the jobs in flight
+    run again in a new pool, except those in flight at an earlier death too, which fail. Returns the
+    jobs to run again."""
+    again = []
+    for job_id in running.values():
+        if job_id in lost:
+            status = record_lost(paths[job_id])
+            outcome.states[job_id] = status["state"]
+            progress.finished(by_id[job_id], status)
+            echo(f"    failed: {status.get('error')}")
+        else:
+            lost.add(job_id)
+            again.append(by_id[job_id])
+    echo(f"    a worker process died; running {len(again)} job(s) again in a new pool" if again else
+         "    a worker process died")
+    return again
 
 
 def check_packing(executor: str, device: str, jobs_per_gpu: int, cuda_mps: bool) -> None:

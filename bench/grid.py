@@ -25,6 +25,9 @@ A grid file sets, at its top level and in optional `[[block]]` tables that overr
   extends      a grid whose keys this file starts from (files named `_*.toml` hold shared keys)
   include      grids whose jobs are part of this one (`full` = every paper grid)
 
+Every key's type is checked when the file is read (a string where a list belongs, a scalar `[vary]`,
+`quick = "yes"`, an `include` cycle are one-line errors naming the key), and a plan is bounded
+(`MAX_PLAN_JOBS` jobs, `MAX_SWEEP_LEVELS` sweep levels) before it is expanded.
 Method names are checked when the grid is expanded, not when it is read, so a grid may name methods
 that another branch registers; an unknown name is a one-line `BenchError`. Settings are validated
 against the method's `Settings` and dropped where they equal the default, so a job's id does not
@@ -34,6 +37,7 @@ change when a grid spells out a default (open_lth's rule). Jobs are deduplicated
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
@@ -52,6 +56,10 @@ MODES = SPARSITY_MODES
 PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "modes", "needs_analysis",
              "quick", "train", "hparams", "vary", "name", "ablations", "image_size"}
 FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
+MAX_PLAN_JOBS = 20_000
+MAX_SWEEP_LEVELS = 1_000
+MAX_TRIALS = 1_000
+NAME_LISTS = ("datasets", "archs", "needs_analysis", "ablations")
 FILTER_KEYS = ("method", "dataset", "arch", "trial", "sparsity", "ablation", "image_size")
 
 
@@ -111,8 +119,19 @@ class GridPart:
         for arch in self.archs:
             ARCHS.get(arch)
 
+    def size(self) -> int:
+        """An upper bound of the number of jobs this part expands to (checked before expanding)."""
+        levels = sum(len(sweep_levels(*self.sweep)) if item == SWEEP else 1 for item in self.sparsities)
+        count = len(self.datasets) * len(self.archs) * self.trials * len(self.method_list()) * len(self.ablations)
+        for options in self.vary.values():
+            count *= len(options)
+        return count * max(1, levels)
+
     def jobs(self) -> list[JobSpec]:
         self.validate()
+        if self.size() > MAX_PLAN_JOBS:
+            raise BenchError(f"grid {self.name!r} expands to up to {self.size()} jobs; accepted: at most "
+                             f"{MAX_PLAN_JOBS} per block (fewer trials, levels or [vary] values, or split the grid)")
         specs = []
         settings_product = _product(self.vary)
         for dataset, arch, trial in itertools.product(self.datasets, self.archs, range(self.trials)):
@@ -166,6 +185,9 @@ def sweep_levels(start: float, stop: float, step: float) -> list[float]:
     if step <= 0 or start > stop:
         raise BenchError(f"sweep [{start}, {stop}, {step}] is empty; accepted: [start, stop, step] with step > 0")
     count = int(round((stop - start) / step)) + 1
+    if count > MAX_SWEEP_LEVELS:
+        raise BenchError(f"sweep [{start}, {stop}, {step}] has {count} levels; accepted: at most {MAX_SWEEP_LEVELS} "
+                         "(a larger step)")
     return [check_sparsity(round(start + index * step, 4)) for index in range(count)]
 
 
@@ -357,10 +379,59 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _check_names(grid: str, key: str, value: Any) -> None:
+    """`value` must be a list of names (a string would be read one character at a time)."""
+    if isinstance(value, str):
+        raise BenchError(f"grid {grid!r}: {key} = {value!r} is a string; accepted: a list such as [{value!r}]")
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise BenchError(f"grid {grid!r}: {key} = {value!r}; accepted: a list of names (strings)")
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_raw(name: str, raw: dict[str, Any]) -> None:
+    """Every key of a grid block has its type (one line naming the key and the value otherwise)."""
+    def refuse(key: str, accepted: str) -> None:
+        raise BenchError(f"grid {name!r}: {key} = {raw[key]!r}; accepted: {accepted}")
+
+    if "methods" in raw and raw["methods"] != "all":
+        _check_names(name, "methods", raw["methods"])
+    for key in NAME_LISTS:
+        if key in raw:
+            _check_names(name, key, raw[key])
+    if "sparsities" in raw and (not isinstance(raw["sparsities"], list) or not all(
+            _finite_number(item) or item in (FOUND, SWEEP, PAPER) for item in raw["sparsities"])):
+        refuse("sparsities", f"a list of floats in [0, 1) and {FOUND!r}, {SWEEP!r}, {PAPER!r}, e.g. [0.5]")
+    if "sweep" in raw and (not isinstance(raw["sweep"], list) or len(raw["sweep"]) != 3
+                           or not all(_finite_number(item) for item in raw["sweep"])):
+        refuse("sweep", "[start, stop, step] (three numbers)")
+    if "trials" in raw and (not isinstance(raw["trials"], int) or isinstance(raw["trials"], bool)
+                            or not 1 <= raw["trials"] <= MAX_TRIALS):
+        refuse("trials", f"an integer in [1, {MAX_TRIALS}]")
+    if "quick" in raw and not isinstance(raw["quick"], bool):
+        refuse("quick", "true or false (TOML booleans, unquoted)")
+    if "image_size" in raw and (not isinstance(raw["image_size"], int) or isinstance(raw["image_size"], bool)
+                                or raw["image_size"] < 1):
+        refuse("image_size", "an integer >= 1")
+    if "modes" in raw and (not isinstance(raw["modes"], dict) or not all(mode in MODES for mode in raw["modes"].values())):
+        refuse("modes", f"a table method = mode, mode one of {', '.join(MODES)}")
+    if "train" in raw and not isinstance(raw["train"], dict):
+        refuse("train", "a table of training settings ([train])")
+    if "hparams" in raw and (not isinstance(raw["hparams"], dict)
+                             or not all(isinstance(table, dict) for table in raw["hparams"].values())):
+        refuse("hparams", "tables of settings per method ([hparams.<method>])")
+    if "vary" in raw and (not isinstance(raw["vary"], dict) or not all(
+            isinstance(options, list) and options for options in raw["vary"].values())):
+        refuse("vary", "a table of non-empty lists, e.g. {\"train.lr\" = [0.1, 0.05]}")
+
+
 def _part(name: str, raw: dict[str, Any]) -> GridPart:
     unknown = sorted(set(raw) - PART_KEYS)
     if unknown:
         raise BenchError(f"grid {name!r} block has unknown key(s) {unknown}; accepted: {', '.join(sorted(PART_KEYS))}")
+    _check_raw(name, raw)
     values: dict[str, Any] = {"name": name}
     for item in fields(GridPart):
         if item.name not in raw or item.name == "name":
@@ -376,15 +447,19 @@ def _part(name: str, raw: dict[str, Any]) -> GridPart:
     return GridPart(**values)
 
 
-def load_grid(name: str) -> Grid:
+def load_grid(name: str, including: tuple[str, ...] = ()) -> Grid:
+    if name in including:
+        raise BenchError(f"grid {name!r} includes itself through {' -> '.join((*including, name))}; accepted: "
+                         "includes without a cycle")
     raw = _read(name)
     description = raw.pop("description", "")
     includes = raw.pop("include", [])
+    _check_names(name, "include", includes)
     blocks = raw.pop("block", None)
     grid_name = Path(name).stem if name.endswith(".toml") else name
     parts: list[GridPart] = []
     for included in includes:
-        parts.extend(load_grid(included).parts)
+        parts.extend(load_grid(included, (*including, name)).parts)
     if blocks:
         parts.extend(_part(grid_name, _merge(raw, block)) for block in blocks)
     elif not includes or set(raw) & {"methods", "datasets"}:

@@ -20,14 +20,17 @@ holder dies, so an interrupted job is never left locked. A job recorded `done` w
 missing or unreadable is `corrupt`, not done, and is run again (resuming from its checkpoints). A job
 that failed while loading its data or reaching its device (`setup_failure`: a rerun with corrected
 flags fixes it) is retried without `retry_failed`. A link in the job folder that points outside it
-is refused, so no write follows it.
+is refused, so no write follows it: a job folder that is itself a link leading out of the results
+folder (or `jobs/` as one), a `lock`, `epochs.csv` or any entry linking out, fails that job with one line
+naming the link, before anything is written through it (`bench.safe_paths`). So does a spec.json that
+holds another job's spec, and a job folder that cannot be written (read-only, immutable): the other
+jobs of the run go on.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import socket
 import time
 import traceback
@@ -38,16 +41,26 @@ from typing import Any
 
 import torch
 
-from bench.atomic import read_json, write_json, write_text
+from bench.atomic import CorruptFileError, read_json, write_json, write_text
 from bench.data import DataSettings, DeviceData, load_dataset
 from bench.epoch_logs import epoch_listeners
 from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
 from bench.method_identity import methods_used
 from bench.provenance import provenance
+from bench.safe_paths import LinkOutError, check_tree
 from bench.spec import FOUND, JobSpec, RunSettings
 from bench.stages import StageNeed, request
-from bench.store import CORRUPT, DONE, FAILED, RUNNING, job_lock, read_status
+from bench.store import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    RUNNING,
+    job_folder_refusal,
+    job_lock,
+    read_status,
+    stored_job_id,
+)
 from bench.train import EpochLog, Trainer, TrainSettings
 from methods.base import JobContext, Method, build_settings, check_ablation, check_record
 from methods.registry import get_method
@@ -57,17 +70,6 @@ TRACEBACK_LINES = 25
 
 class SetupError(BenchError):
     """A job could not load its data or reach its device: a rerun with corrected flags fixes it."""
-
-
-def check_links(folder: Path) -> None:
-    """Refuse a link inside the job folder that points outside it (a write would follow it)."""
-    inside = Path(folder).resolve()
-    for root, directories, files in os.walk(folder):
-        for name in directories + files:
-            path = Path(root) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(inside):
-                raise SetupError(f"{path} is a link to {path.resolve()}, outside the job folder; accepted: "
-                                 "plain files and folders (remove the link)")
 
 
 def train_settings_for(spec: JobSpec) -> TrainSettings:
@@ -89,21 +91,57 @@ def run_job(spec_path: str | Path, retry_failed: bool = False) -> dict[str, Any]
     and `kept` when a failed job was left as it is (rerun it with `retry_failed`).
     """
     folder = Path(spec_path).parent
+    refusal = job_folder_refusal(folder)
+    if refusal is not None:  # nothing may be written there, not even the failure
+        return _refused(folder, refusal, record=False)
+    try:
+        check_tree(folder, folder)
+        with job_lock(folder) as holder:
+            if holder is not None:
+                return read_status(folder) | {"held_by": holder}
+            status = read_status(folder)
+            if status["state"] == DONE:
+                return status
+            if status["state"] == FAILED and not retry_failed and not status.get("setup_failure"):
+                return status | {"kept": True}
+            if status["state"] == CORRUPT:
+                print(f"warning: job {folder.name} is not done: {status['error']}; running it again", flush=True)
+            return _run_locked(Path(spec_path), folder, status)
+    except (LinkOutError, CorruptFileError) as error:  # a link out, a spec.json of another job or unreadable
+        return _refused(folder, str(error), record=True)
+    except OSError as error:  # a folder that cannot be written: this job fails, the run goes on
+        return _refused(folder, f"job folder {folder} cannot be written ({error.strerror}: {error.filename}); "
+                                "accepted: a writable folder", record=False)
+
+
+def record_lost(spec_path: str | Path) -> dict[str, Any]:
+    """Record as failed the job whose process died without a word (killed by the OS); return its status."""
+    folder = Path(spec_path).parent
     with job_lock(folder) as holder:
-        if holder is not None:
-            return read_status(folder) | {"held_by": holder}
         status = read_status(folder)
-        if status["state"] == DONE:
+        if holder is not None or status["state"] == DONE:
             return status
-        if status["state"] == FAILED and not retry_failed and not status.get("setup_failure"):
-            return status | {"kept": True}
-        if status["state"] == CORRUPT:
-            print(f"warning: job {folder.name} is not done: {status['error']}; running it again", flush=True)
-        return _run_locked(Path(spec_path), folder, status)
+        status |= {"state": FAILED, "finished": time.time(), "error": "its worker process died twice without a "
+                   "word (killed by the OS, e.g. out of memory); --retry-failed resumes it from its checkpoint"}
+        write_json(folder / "status.json", status)
+        return status
+
+
+def _refused(folder: Path, why: str, record: bool) -> dict[str, Any]:
+    """Fail the job in `folder` without running it: one line, and its status.json where it may be written."""
+    print(f"job {folder.name} failed: {why}", flush=True)
+    now = time.time()
+    status = {"state": FAILED, "job_id": folder.name, "started": now, "finished": now, "error": why, "refused": True}
+    if record:
+        write_json(folder / "status.json", status)
+    return status
 
 
 def _run_locked(spec_path: Path, folder: Path, previous: dict[str, Any]) -> dict[str, Any]:
     stored = read_json(spec_path)
+    if stored_job_id(stored) != folder.name:
+        raise CorruptFileError(f"{spec_path} holds the spec of job {stored_job_id(stored)}, not of {folder.name}; "
+                           "accepted: the spec bench.run writes (rerun bench.run, which sets it aside)")
     spec, run = JobSpec.from_dict(stored["spec"]), RunSettings.from_dict(stored["run"])
     results = folder.parent.parent
     started = time.time()
@@ -111,7 +149,6 @@ def _run_locked(spec_path: Path, folder: Path, previous: dict[str, Any]) -> dict
               "attempt": previous.get("attempt", 0) + 1, "host": socket.gethostname()}
     write_json(folder / "status.json", status)
     try:
-        check_links(folder)
         write_json(folder / "provenance.json", provenance(_device(run.device)))
         records, layer_rows = _execute(spec, run, folder, results)
     except Exception as error:  # the grid goes on; the failure is recorded, not lost

@@ -1,9 +1,13 @@
 """Checks `bench.run` makes before any job folder is written: every problem found here is one line, exit 2.
 
-- the grid's parts have the right types (a string `methods` or `datasets`, a float `trials`, a float
-  `epochs` are refused, not misread), and `trials` is at least 1;
-- every job's training and method settings build (names and types);
-- `--results` is a folder this user can write (or can be created);
+- the grid's parts, with the command line's overrides, have the right types (a float `trials` or
+  `epochs` is refused, not misread; a grid file's own key types are checked when it is read,
+  `bench.grid`), and `trials` is at least 1;
+- every job's training and method settings build (names, types, finite numbers, ranges), and what a
+  method can only find out by running it is asked first (`Method.stage_needs`, `Method.check_job`: a
+  rewind epoch past the run, rounds that cannot reach the requested sparsity);
+- `--results` is a folder this user can write (or can be created), and its `jobs/` and `stages/` are
+  folders (not files) where they exist;
 - every dataset's root exists and holds a layout its source recognises (its cache key reads the
   files), `NAME@Nk` fits the dataset and it has at least two classes (the dataset is decoded into its
   cache, which the first job would do anyway; under SLURM only when the cache is already there);
@@ -22,12 +26,12 @@ from bench.data import DATASETS, load_dataset, parse_dataset_name
 from bench.data.core import cache_path
 from bench.errors import BenchError
 from bench.grid import Grid, GridPart, PlannedJob
+from bench.jobs import method_for, train_settings_for
 from bench.spec import RunSettings
+from bench.stages import STAGES_FOLDER
+from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
 from methods.base import build_settings
-from methods.registry import get_method
-
-LIST_FIELDS = ("datasets", "archs", "sparsities", "needs_analysis")
 
 
 def check_grid(grid: Grid) -> None:
@@ -37,18 +41,7 @@ def check_grid(grid: Grid) -> None:
 
 
 def _check_part(part: GridPart) -> None:
-    where = f"grid {part.name!r}"
-    if isinstance(part.methods, str) and part.methods != "all":
-        raise BenchError(f"{where}: methods = {part.methods!r} is a string; accepted: a list such as "
-                         f"[{part.methods!r}] or \"all\"")
-    for name in LIST_FIELDS:
-        value = getattr(part, name)
-        if isinstance(value, str):
-            raise BenchError(f"{where}: {name} = {value!r} is a string; accepted: a list such as [{value!r}]")
-    for name, value in (("methods", part.methods), ("datasets", part.datasets), ("archs", part.archs)):
-        bad = [item for item in value if not isinstance(item, str)] if not isinstance(value, str) else []
-        if bad:
-            raise BenchError(f"{where}: {name} holds {bad!r}; accepted: names (strings)")
+    where = f"grid {part.name!r}"  # the file's key types are checked when it is read (`bench.grid`)
     if isinstance(part.trials, bool) or not isinstance(part.trials, int) or part.trials < 1:
         raise BenchError(f"{where}: trials = {part.trials!r} (or --trials); accepted: an integer >= 1")
     if not isinstance(part.train, dict) or not isinstance(part.hparams, dict):
@@ -61,8 +54,9 @@ def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, execut
     _check_results(Path(results))
     for job in planned:
         build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
-        method = get_method(job.spec.method)
-        build_settings(method.Settings, job.spec.hparams, f"method {job.spec.method}")
+        method, recipe = method_for(job.spec), train_settings_for(job.spec)
+        method.stage_needs(job.spec, recipe)  # e.g. a rewind epoch past the dense run
+        method.check_job(job.spec, recipe)  # e.g. rounds that cannot reach the requested sparsity
     for name in dict.fromkeys(job.spec.dataset for job in planned):
         _check_dataset(name, run, decode=executor != "slurm")
     if executor != "slurm":
@@ -77,6 +71,11 @@ def _check_results(results: Path) -> None:
         raise BenchError(f"--results {results}: {existing} is not a folder; accepted: a writable folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise BenchError(f"--results {results}: {existing} is not writable by this user; accepted: a writable folder")
+    for name in (JOBS_FOLDER, STAGES_FOLDER):
+        path = results / name
+        if (path.exists() or path.is_symlink()) and not path.is_dir():
+            raise BenchError(f"--results {results}: {path} is not a folder; accepted: a folder of {name} (move "
+                             "the file away)")
 
 
 def _check_dataset(name: str, run: RunSettings, decode: bool) -> None:

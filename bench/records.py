@@ -27,10 +27,11 @@ import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from bench.atomic import atomic_write
+from bench.atomic import atomic_write, read_file
 from bench.cli import guarded
 from bench.errors import BenchError
 from bench.plans import PLAN_FILE
+from bench.safe_paths import check_tree
 from bench.store import DONE, FAILED, JOBS_FOLDER, read_status
 
 RECORD_FILES = ("spec.json", "status.json", "metrics.json", "epochs.csv", "layers.csv", "provenance.json")
@@ -42,7 +43,8 @@ MEMBER = re.compile(rf"^(?:{re.escape(PLAN_FILE)}|{JOBS_FOLDER}/(?!\.\.?/)[A-Za-
 def packed_files(results: Path, job_ids: Iterable[str] | None = None) -> list[tuple[str, Path]]:
     """(member name, path) of what `pack` takes: plan.json and the record files of done/failed jobs."""
     results = Path(results)
-    members = [(PLAN_FILE, results / PLAN_FILE)] if (results / PLAN_FILE).is_file() else []
+    plan = results / PLAN_FILE
+    members = [(PLAN_FILE, plan)] if plan.is_file() and not plan.is_symlink() else []
     folders = sorted((results / JOBS_FOLDER).iterdir()) if (results / JOBS_FOLDER).is_dir() else []
     wanted = None if job_ids is None else set(job_ids)
     for folder in folders:
@@ -63,7 +65,7 @@ def pack(results: Path, archive: Path, job_ids: Iterable[str] | None = None) -> 
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:xz", preset=9) as tar:
         for name, path in members:
-            data = path.read_bytes()
+            data = read_file(path)
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tar.addfile(info, io.BytesIO(data))
@@ -88,6 +90,8 @@ def unpack(archive: Path, results: Path) -> tuple[int, int]:
             contents = {member.name: tar.extractfile(member).read() for member in members}
     except (tarfile.TarError, EOFError, OSError) as error:
         raise BenchError(f"{archive} is not a readable records archive ({error})") from None
+    if results.exists():
+        check_tree(results, results)  # nothing is written through a link that leads out of the folder
     written, kept = set(), set()
     for name, data in sorted(contents.items()):
         target = results / name

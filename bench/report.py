@@ -20,6 +20,7 @@ round) and writes to `--out` (default `<results>/report/`, with `--grid` `report
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import tempfile
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from tabulate import tabulate
 
 from bench import figures, paired
 from bench import records as records_archive
-from bench.atomic import CorruptFileError, write_text
+from bench.atomic import CorruptFileError, read_file, write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
@@ -38,6 +39,7 @@ from bench.grid import load_grid
 from bench.method_identity import code_notes
 from bench.paper import BASELINE, paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_jobs
+from bench.safe_paths import check_tree
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
 
@@ -125,8 +127,17 @@ def job_csv(jobs: pd.DataFrame, name: str) -> pd.DataFrame:
     frames = []
     for _, job in jobs[jobs.state == "done"].iterrows():
         path = Path(job.folder) / name
-        if path.exists() and path.stat().st_size:
-            frames.append(pd.read_csv(path).assign(job_id=job.job_id))
+        if not path.exists() and not path.is_symlink():
+            continue
+        try:
+            frame = pd.read_csv(io.BytesIO(read_file(path)))
+        except pd.errors.EmptyDataError:
+            continue
+        except (CorruptFileError, pd.errors.ParserError) as error:  # named; the figure goes without this job
+            print(f"warning: {error if isinstance(error, CorruptFileError) else f'{path} is not CSV'}; left out "
+                  "of the figures", file=sys.stderr, flush=True)
+            continue
+        frames.append(frame.assign(job_id=job.job_id))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -212,10 +223,11 @@ def write_report(collection: Collection, out: Path, title: str, description: str
                 if path.suffix == ".png":
                     sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
         sections += paired_sections(records, out, formats, reference)
-        estimates = lipschitz_estimates(records)
+        by_name = records.assign(method=records.base_method)  # these figures tell settings apart themselves
+        estimates = lipschitz_estimates(by_name)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
-        for path in figures.spectrum(records, out / "figures") + figures.sensitivity(records, out / "figures") \
+        for path in figures.spectrum(by_name, out / "figures") + figures.sensitivity(by_name, out / "figures") \
                 + figures.lipschitz(estimates, out / "figures"):
             if path.suffix == ".png":
                 sections.append(f"![{path.stem}](figures/{path.name})\n")
@@ -344,6 +356,8 @@ def report(args: argparse.Namespace, results: Path) -> int:
     if args.reference is not None and not collection.records.empty and args.reference not in set(collection.records.method):
         raise BenchError(f"--reference {args.reference!r} has no finished job here; methods with records: "
                          f"{', '.join(sorted(set(collection.records.method)))}")
+    inside_results = out.absolute().is_relative_to(results.absolute())
+    check_tree(out, results if inside_results else out)  # no write follows a link out (a figure, the folder)
     path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
                         args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")

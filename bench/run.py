@@ -2,9 +2,12 @@
 
 A bare `python -m bench.run` runs the offline `default` grid (digits, ResNet-20, every method, a few
 epochs) inline. `--grid NAME` (or a path to a .toml file) picks another grid, `--list-grids` lists them;
-`--dataset/--arch/--methods/--trials/--epochs/--sparsity` override it and `--filter key=value` selects
+`--dataset/--arch/--methods/--trials/--epochs/--sparsity` override it (a run naming methods, a dataset or
+a sparsity gets each method's full default settings; `--quick` asks for their cheap `quick_hparams`,
+which the bare default run uses and says so in its first line) and `--filter key=value` selects
 part of it; `--set key=value` sets any setting (`--describe NAME` lists them). `--executor inline|local|slurm` (see `bench.executors`): inline and local run to the end
-and print the summary; slurm submits array jobs and returns (watch with `python -m bench.status`).
+and print the summary (one row per job, its non-default settings shown); slurm submits array jobs and
+returns (watch with `python -m bench.status`).
 A finished job is skipped on rerun, an interrupted one resumes from its checkpoint, and a failed one
 is retried only with `--retry-failed`. The plan run (grid, overrides, job ids) is added to
 `<results>/plan.json`, which `bench.report --results DIR` reports by default. One line is printed per
@@ -26,7 +29,7 @@ from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
 from bench.executors import EXECUTORS, SlurmSettings, check_packing, run_inline, run_local, submit_slurm
-from bench.grid import PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
+from bench.grid import Grid, PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
 from bench.method_identity import superseded_lines
 from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
@@ -44,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     parser.add_argument("--grid", default="default", help="grid name (see --list-grids)")
     parser.add_argument("--list-grids", action="store_true", help="list the grids and exit")
+    parser.add_argument("--quick", action="store_true",
+                        help="each method's cheap quick_hparams instead of its defaults (smoke runs; the bare "
+                             "offline default run is quick, a run naming --methods/--dataset/--sparsity is not)")
     parser.add_argument("--dataset", help="comma-separated datasets, e.g. cifar10@5k,digits")
     parser.add_argument("--arch", help="comma-separated architectures, e.g. resnet20,resnet32")
     parser.add_argument("--methods", help="comma-separated methods")
@@ -116,10 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(args.describe))
         return 0
     device = _device(args)
+    check_executor_flags(args)
     grid = override(load_grid(args.grid), datasets=_list(args.dataset), archs=_list(args.arch),
                     methods=_list(args.methods), trials=args.trials, epochs=args.epochs,
                     sparsities=parse_sparsities(args.sparsity) if args.sparsity else None,
-                    ablations=_list(args.ablation), image_size=args.image_size)
+                    ablations=_list(args.ablation), image_size=args.image_size, quick=_quick(args))
+    if any(part.quick for part in grid.parts):
+        print(quick_note(grid), flush=True)
     grid = apply_assignments(grid, parse_assignments(args.settings, grid_methods(grid)))
     preflight.check_grid(grid)
     planned = grid.plan(parse_filters(args.filter))
@@ -142,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     check_loggers(tuple(args.log))
     run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
     preflight.check_run(planned, results, run, args.executor)
-    record_plan(results, args.grid, plan_overrides(args), planned)
+    record_plan(results, args.grid, plan_overrides(args), planned, quick=any(part.quick for part in grid.parts))
     if args.executor == "slurm":
         settings = SlurmSettings(
             partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
@@ -163,6 +172,46 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
     print(summary_table([job.spec for job in planned], results))
     return 1 if outcome.failed else 0
+
+
+def _quick(args: argparse.Namespace) -> bool | None:
+    """`--quick`: each method's cheap settings; a run that names methods, a dataset or a sparsity gets
+    the full defaults; otherwise (None) the grid says (the offline default grid is quick)."""
+    if args.quick:
+        return True
+    return False if any(value is not None for value in (args.methods, args.dataset, args.sparsity)) else None
+
+
+def quick_note(grid: Grid) -> str:
+    """The first line of a quick run: which cheap settings replace the methods' defaults."""
+    from methods.registry import get_method
+
+    cheap = "; ".join(f"{name}: {', '.join(f'{key}={value}' for key, value in get_method(name).quick_hparams.items())}"
+                      for name in grid_methods(grid) if get_method(name).quick_hparams)
+    return (f"quick settings: grid {grid.name!r} runs each method's cheap quick_hparams, not its defaults ({cheap}); "
+            "name --methods, --dataset or --sparsity (without --quick) for the full defaults")
+
+
+SLURM_FLAGS = ("partition", "constraint", "max_array_size", "gpus_per_job", "cpus_per_job", "mem_gb", "time_min",
+               "array_parallelism", "slurm_setup", "max_num_timeout", "cuda_mps")
+"""Flags that only the slurm executor reads: given to another, they are an error, not silently ignored."""
+
+
+def check_executor_flags(args: argparse.Namespace) -> None:
+    """Refuse flags that the chosen executor would ignore (`--workers` inline, SLURM flags with local or
+    inline: any SLURM flag changed from its default)."""
+    if args.executor == "inline" and args.workers is not None:
+        raise BenchError("--workers sizes the local pool, which --executor inline does not use; accepted: "
+                         "--executor local --workers N, or no --workers")
+    if args.executor == "slurm" and args.workers is not None:
+        raise BenchError("--workers sizes the local pool; accepted with --executor slurm: --array-parallelism N")
+    if args.executor == "slurm":
+        return
+    defaults = build_parser().parse_args([])
+    given = [f"--{name.replace('_', '-')}" for name in SLURM_FLAGS if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        raise BenchError(f"{', '.join(given)} only apply to --executor slurm, not {args.executor}; accepted: "
+                         "--executor slurm, or leave them out")
 
 
 PLAN_FLAGS = ("dataset", "arch", "methods", "trials", "epochs", "sparsity", "image_size", "ablation", "settings",
@@ -219,6 +268,7 @@ def summary_table(specs: list[JobSpec], results: Path) -> str:
                 "arch": spec.arch,
                 "trial": spec.trial,
                 "ablation": spec.ablation,
+                "settings": ", ".join(f"{key}={value}" for key, value in sorted(spec.hparams.items())) or "defaults",
                 "round": record["round"] if record else "",
                 "sparsity": number(record["achieved_sparsity"], 3) if record else "",
                 "accuracy (%)": f"{100 * record['accuracy']:.2f}" if record else "",

@@ -80,6 +80,8 @@ def parse_assignments(items: list[str] | None, method_names: list[str]) -> list[
 
     assignments = []
     for item in items or []:
+        if any(character in item for character in "\n\r\0"):
+            raise BenchError(f"--set {item!r} holds a line break or NUL; accepted: KEY=VALUE on one line")
         key, sep, text = item.partition("=")
         key = key.strip()
         parts = key.split(".")

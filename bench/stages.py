@@ -14,7 +14,12 @@ that arrives meanwhile blocks on the lock, then loads the finished file, so two 
 never both compute it. The kernel drops the lock when its holder dies, so a crashed job leaves no
 stale lock (the next job recomputes, resuming from the checkpoints `compute` left in the folder).
 flock is advisory and needs a file system that supports it (local disks, and NFS v4 / Lustre / GPFS
-as usually mounted on clusters).
+as usually mounted on clusters). A job that finds the lock held says so in one line before it waits.
+
+Nothing in a stage folder is followed out of the results folder (`bench.safe_paths`): the folder, or
+a link inside it (a dangling `epochs.csv` too), that leads out fails the job that needs the stage,
+naming the link. A `result.pt` that fails its checksum, is not a stage's value (a dict with
+`seconds`) or is not a file is set aside as `result.pt.corrupt` and the stage is computed again.
 
 A stage's value is a dict of tensors, plain containers and numbers (loadable with
 `bench.atomic.load_checked`, i.e. `torch.load(weights_only=True)`) with an entry `seconds`: the compute time that every job using the
@@ -33,6 +38,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -40,7 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.atomic import CorruptFileError, load_checked, read_json, save_checked, write_json
+from bench.atomic import CorruptFileError, file_mode, load_checked, read_json, save_checked, write_json
+from bench.safe_paths import check_tree, open_no_follow
 
 if TYPE_CHECKING:
     from bench.spec import JobSpec
@@ -104,11 +111,17 @@ class StageResult:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing) for the enclosed block."""
+def exclusive(path: Path, waiting: str = "") -> Iterator[None]:
+    """Hold an exclusive flock on `path` (created if missing, never through a link) for the enclosed
+    block; if another process holds it, print `waiting` (when given) once, then wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    with os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode()), "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -117,18 +130,24 @@ def exclusive(path: Path) -> Iterator[None]:
 
 def stage_lock(folder: Path):
     """The lock that guards a stage folder's computation (also for its owner's later additions)."""
-    return exclusive(Path(folder) / "lock")
+    return exclusive(Path(folder) / "lock", f"waiting for stage {Path(folder).name}: another process is computing "
+                                            f"it (lock {Path(folder) / 'lock'})")
 
 
-def load_value(path: Path) -> Any:
-    """A stage file (checksum verified, `weights_only=True`), or None if it is missing or corrupt.
+def load_value(path: Path, check: Callable[[Any], bool] = lambda value: True) -> Any:
+    """A stage file (checksum verified, `weights_only=True`, and `check(value)` true), or None if it is
+    missing or corrupt.
 
-    A corrupt file is set aside as `<name>.corrupt`, so that the stage recomputes it.
+    A corrupt file (a folder, a link, the wrong shape included) is set aside as `<name>.corrupt`, so that
+    the stage recomputes it.
     """
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return None
     try:
-        return load_checked(path)
+        value = load_checked(path)
+        if not check(value):
+            raise CorruptFileError(f"{path} holds a {type(value).__name__} of the wrong shape")
+        return value
     except CorruptFileError as error:
         try:
             path.replace(path.with_name(path.name + ".corrupt"))
@@ -142,12 +161,13 @@ def load_value(path: Path) -> Any:
 def obtain(results: Path, spec: StageSpec, compute: Callable[[Path], dict[str, Any]]) -> StageResult:
     """The stage's stored value, or `compute(folder)` under the stage's lock, stored atomically."""
     folder = spec.folder(results)
+    check_tree(folder, results)
     result = folder / RESULT_FILE
-    value = load_value(result)
+    value = load_value(result, is_stage_value)
     if value is not None:
         return StageResult(value, folder, False)
     with stage_lock(folder):
-        value = load_value(result)  # somebody may have finished it while we waited
+        value = load_value(result, is_stage_value)  # somebody may have finished it while we waited
         if value is not None:
             return StageResult(value, folder, False)
         write_json(folder / "key.json", spec.identity())
@@ -156,6 +176,11 @@ def obtain(results: Path, spec: StageSpec, compute: Callable[[Path], dict[str, A
             raise ValueError(f"stage {spec.name} returned no 'seconds' (its compute time)")
         save_checked(result, value)
         return StageResult(load_checked(result), folder, True)
+
+
+def is_stage_value(value: Any) -> bool:
+    """Whether `value` has a stage value's shape: a dict with its compute time `seconds`."""
+    return isinstance(value, dict) and isinstance(value.get("seconds"), int | float)
 
 
 def request(results: Path, spec: StageSpec, items: Iterable[int]) -> None:
@@ -173,4 +198,12 @@ def request(results: Path, spec: StageSpec, items: Iterable[int]) -> None:
 def requested(folder: Path) -> list[int]:
     """What the stage's consumers asked it to keep so far."""
     path = Path(folder) / REQUESTS_FILE
-    return read_json(path) if path.exists() else []
+    try:
+        asked = read_json(path) if path.exists() else []
+    except CorruptFileError:
+        asked = None
+    if not isinstance(asked, list) or not all(isinstance(item, int) for item in asked):
+        print(f"warning: {path} is not a list of epochs; ignored (the stage keeps what its jobs ask again)",
+              file=sys.stderr, flush=True)
+        return []
+    return asked

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import read_json
+from bench.atomic import file_mode, read_json
+from bench.safe_paths import open_no_follow
 from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, lock_holder, read_status
 
 JOBS_LOG = "jobs.jsonl"
@@ -86,7 +88,7 @@ def append_jobs_log(results: Path, entries: Iterable[dict[str, Any]]) -> None:
     """Append submission records to `jobs.jsonl` (one JSON object a line, flushed)."""
     path = jobs_log_path(results)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
+    with open(open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode()), "a") as handle:
         for entry in entries:
             handle.write(json.dumps(entry, sort_keys=True) + "\n")
         handle.flush()
@@ -141,7 +143,7 @@ def job_states(results: Path, job_ids: Iterable[str] | None = None,
     submitted = read_jobs_log(results)
     if job_ids is None:
         folders = results / JOBS_FOLDER
-        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.exists() else set()
+        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.is_dir() else set()
         job_ids = sorted(on_disk | set(submitted))
     if queue is None and submitted:
         queue = squeue_states()

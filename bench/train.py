@@ -41,6 +41,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -51,11 +52,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bench.atomic import CorruptFileError, load_checked, save_checked, write_text
+from bench.atomic import CorruptFileError, file_mode, load_checked, save_checked, write_text
 from bench.data import DeviceData
 from bench.errors import BenchError, DivergedError
 from bench.mask_updates import MaskUpdater
 from bench.masks import Masks, apply_masks, prunable_parameters, sparsity_report
+from bench.safe_paths import open_no_follow
 from bench.seeds import derive_seed
 
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16}
@@ -63,6 +65,10 @@ PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat1
 MODEL_MEMORY_FORMAT = {"cuda": torch.channels_last}
 """Memory format of a trained model by device type (others: as built). The batches are channels-last on
 every device; on the CPU the model stays as built, whose numbers the tests pin."""
+
+
+MAX_EPOCHS = 100_000
+"""The most epochs a run may ask for (a bound that turns a typo such as 1e14 into a one-line error)."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class TrainSettings:
     weight_decay: float = field(default=1e-4, metadata={"help": "weight decay on every parameter (open_lth)"})
     batch_size: int = field(default=100, metadata={"help": "training batch size (paper A.5)"})
     lr_drops: tuple[float, ...] = field(
-        default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma"}
+        default=(0.5, 0.75), metadata={"help": "fractions of the epochs at which the lr is multiplied by lr_gamma",
+                                       "minimum": 0.0, "maximum": 1.0}
     )
     lr_gamma: float = field(default=0.1, metadata={"help": "lr factor at each drop"})
     eval_every: int = field(
@@ -84,9 +91,18 @@ class TrainSettings:
         default="fp32", metadata={"help": f"forward-pass precision: {', '.join(PRECISIONS)} (bf16: autocast)"})
 
     def __post_init__(self) -> None:
-        if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.eval_every < 1:
-            raise BenchError(f"bad training settings {self}; accepted: epochs >= 0, batch_size >= 1, lr >= 0, "
+        if not (0 <= self.epochs <= MAX_EPOCHS and self.batch_size >= 1 and self.eval_every >= 1):
+            raise BenchError(f"training settings epochs = {self.epochs}, batch_size = {self.batch_size}, eval_every = "
+                             f"{self.eval_every}; accepted: 0 <= epochs <= {MAX_EPOCHS}, batch_size >= 1, "
                              "eval_every >= 1")
+        for name, value, low, high in (("lr", self.lr, 0.0, math.inf), ("momentum", self.momentum, 0.0, 1.0),
+                                       ("weight_decay", self.weight_decay, 0.0, math.inf),
+                                       ("lr_gamma", self.lr_gamma, 0.0, math.inf),
+                                       *((f"lr_drops[{index}]", drop, 0.0, math.inf)
+                                         for index, drop in enumerate(self.lr_drops))):  # > 1: past the phase
+            if not isinstance(value, int | float) or not math.isfinite(value) or not low <= value <= high:
+                raise BenchError(f"training setting {name} = {value!r}; accepted: a finite number in [{low:g}, "
+                                 f"{high:g}]")
         if self.precision not in PRECISIONS:
             raise BenchError(f"training precision {self.precision!r}; accepted: {', '.join(PRECISIONS)}")
         object.__setattr__(self, "lr_drops", tuple(self.lr_drops))
@@ -136,7 +152,7 @@ class EpochLog:
         """The complete rows of the file (a torn or foreign row is skipped)."""
         if not self.path.exists():
             return []
-        with self.path.open(newline="", errors="replace") as handle:
+        with open(open_no_follow(self.path, os.O_RDONLY), newline="", errors="replace") as handle:
             return [row for row in csv.DictReader(handle) if _complete_row(row)]
 
     def drop_after(self, phase: str, epoch: int) -> None:
@@ -153,7 +169,8 @@ class EpochLog:
     def append(self, row: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        with self.path.open("a", newline="") as handle:
+        with open(open_no_follow(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode()), "a",
+                  newline="") as handle:
             writer = csv.DictWriter(handle, EPOCH_COLUMNS)
             if new:
                 writer.writeheader()

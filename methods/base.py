@@ -18,6 +18,7 @@ What a method needs beyond its own job it *declares*, so that the harness never 
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import typing
@@ -58,13 +59,23 @@ class NoSettings:
 
 
 def build_settings(settings_class: type, overrides: dict[str, Any], owner: str) -> Any:
-    """`settings_class(**overrides)` with a one-line error for unknown names and wrong types."""
+    """`settings_class(**overrides)` with a one-line error for unknown names, wrong types, non-finite
+    numbers and numbers outside their field's `minimum`/`maximum` (metadata; integers >= 0 where unset)."""
     known = {item.name: item for item in fields(settings_class)}
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise BenchError(f"unknown setting(s) {unknown} for {owner}; accepted: {sorted(known) or 'none'}")
     hints = typing.get_type_hints(settings_class)
     converted = {name: _convert(value, hints[name], f"{owner} setting {name}") for name, value in overrides.items()}
+    for name, value in converted.items():  # bounds of the field's metadata; counts are >= 0 by default
+        metadata = known[name].metadata
+        minimum, maximum = metadata.get("minimum", 0 if hints[name] is int else None), metadata.get("maximum")
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, bool) or not isinstance(item, int | float):
+                continue
+            if (minimum is not None and item < minimum) or (maximum is not None and item > maximum):
+                bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+                raise BenchError(f"{owner} setting {name} = {value!r}; accepted: numbers {bounds}")
     return settings_class(**converted)
 
 
@@ -80,10 +91,18 @@ def _convert(value: Any, hint: Any, what: str) -> Any:
         raise BenchError(f"{what} = {value!r} is not an integer; accepted: a whole number such as {int(value)}")
     if hint in (int, float):
         try:
-            return hint(value)
-        except (TypeError, ValueError):
+            number = hint(value)
+        except (TypeError, ValueError, OverflowError):
             raise BenchError(f"{what} = {value!r} is not a {hint.__name__}") from None
+        if not math.isfinite(number):
+            raise BenchError(f"{what} = {value!r} is not finite; accepted: a finite {hint.__name__}")
+        return number
     if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise BenchError(f"{what} = {value!r} is not a list; accepted: a list such as [{value!r}]")
+        arguments = typing.get_args(hint)
+        if len(arguments) == 2 and arguments[1] is Ellipsis:
+            return tuple(_convert(item, arguments[0], what) for item in value)
         return tuple(value)
     return value
 
@@ -157,6 +176,11 @@ class Method(ABC):
         """The shared stages a job of `spec` reads (executors ask for their snapshots up front)."""
         return []
 
+    def check_job(self, spec: JobSpec, recipe: TrainSettings) -> None:
+        """Raise a one-line `BenchError` for a job whose settings can only fail (or fall short of what it
+        asks for) once it runs; `bench.run` calls it for every job before any work. None by default."""
+        return None
+
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         """Run the job; return one record per round, each made by `context.record`."""
@@ -174,6 +198,9 @@ class Pruner(ABC):
 
     `prune` sees only the model, the labelled batches (already on the model's device), the sparsity, a
     seed and the input shape (C, H, W), so the same code serves a job and any `nn.Module`."""
+
+    needs_batches: ClassVar[bool] = False
+    """True for pruners that score the weights on data (SNIP, GraSP): `prune` without batches is an error."""
 
     @abstractmethod
     def prune(self, model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], sparsity: float, seed: int,

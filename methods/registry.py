@@ -6,7 +6,9 @@ on first use, so adding a method needs no list to edit (underscore modules are h
 from installed packages through the entry-point group `prunebench.methods` (`bench.plugins`: the way
 pytest and submitit load plugins; every job process sees them) and from the modules named in the
 environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported last); the variable reaches SLURM
-jobs with the rest of the submitter's environment. A method author imports `methods.api` only.
+jobs with the rest of the submitter's environment. A method author imports `methods.api` only. A
+`PRUNEBENCH_PLUGINS` module that is missing, raises while imported or registers a name already taken is
+a one-line `BenchError` naming the module (an entry point: a `bench.plugins.PluginError` naming it).
 """
 
 from __future__ import annotations
@@ -69,9 +71,19 @@ def load_plugins() -> Registry[type[Method]]:
         load_entry_points(METHODS_GROUP)
         for module_name in os.environ.get(PLUGINS_VARIABLE, "").split(","):
             if module_name.strip():
-                importlib.import_module(module_name.strip())
+                _import_plugin(module_name.strip())
         _loaded = True
     return METHODS
+
+
+def _import_plugin(module_name: str) -> None:
+    """Import a module named in PRUNEBENCH_PLUGINS; any failure is one line naming the module."""
+    try:
+        importlib.import_module(module_name)
+    except Exception as error:  # missing, raising while imported, registering a name twice
+        why = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BenchError(f"{PLUGINS_VARIABLE} module {module_name!r} failed to load ({type(error).__name__}: {why}); "
+                         "accepted: importable modules that register methods with new names") from None
 
 
 def get_method(name: str) -> type[Method]:

@@ -43,3 +43,8 @@ def digits_device(digits) -> DeviceData:
 def run_spec(results: Path, spec: JobSpec, **options) -> dict:
     """Write and run one job on the CPU; return its final status."""
     return run_job(write_spec(results, spec, RunSettings(device="cpu", progress=False)), **options)
+
+
+def tiny_dense(**changes) -> JobSpec:
+    """A one-epoch dense job on 300 digits with the tiny arch (`changes` replace its fields)."""
+    return JobSpec(**({"method": "dense", "dataset": "digits@300", "arch": TINY_ARCH, "train": {"epochs": 1}} | changes))

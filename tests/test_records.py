@@ -99,3 +99,20 @@ def test_a_hostile_archive_is_refused_before_any_write(tmp_path, name, kind, lin
     with pytest.raises(BenchError, match="is not a record file; accepted"):
         records.unpack(hostile(tmp_path, name, kind, link), target)
     assert not target.exists()
+
+
+def test_unpacking_never_writes_through_a_link_out_of_the_results_folder(packed, tmp_path):
+    from bench.safe_paths import LinkOutError
+
+    results, _ = packed
+    archive = tmp_path / records.ARCHIVE_NAME
+    records.pack(results, archive)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    target = tmp_path / "target"
+    (target / "jobs").mkdir(parents=True)
+    dense = next(folder.name for folder in (results / "jobs").iterdir() if folder.name.startswith("dense-"))
+    (target / "jobs" / dense).symlink_to(victim)
+    with pytest.raises(LinkOutError, match="outside"):
+        records.unpack(archive, target)
+    assert list(victim.iterdir()) == []

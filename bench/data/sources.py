@@ -219,11 +219,15 @@ def _decode(paths: list[str], size: int) -> torch.Tensor:
     from PIL import Image
 
     def one(path: str) -> np.ndarray:
-        with Image.open(path) as image:
-            image = image.convert("RGB")
-            if image.size != (size, size):
-                image = image.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(image)
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+                if image.size != (size, size):
+                    image = image.resize((size, size), Image.Resampling.BILINEAR)
+                return np.asarray(image)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:  # empty, truncated, not an image
+            raise BenchError(f"image {path} cannot be decoded ({type(error).__name__}: {error}); accepted: a "
+                             "readable image file (remove or replace it)") from None
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool:
         return torch.from_numpy(np.stack(list(pool.map(one, paths)))).permute(0, 3, 1, 2).contiguous()
@@ -232,7 +236,11 @@ def _decode(paths: list[str], size: int) -> torch.Tensor:
 def _folder_split(split_dir: Path):
     from torchvision.datasets import ImageFolder
 
-    folder = ImageFolder(str(split_dir), loader=lambda path: path)
+    try:
+        folder = ImageFolder(str(split_dir), loader=lambda path: path)
+    except (FileNotFoundError, OSError) as error:  # an empty class folder, no class folder at all
+        raise BenchError(f"image folder {split_dir}: {error}; accepted: one folder per class, each holding at least "
+                         "one image") from None
     return folder.classes, [path for path, _ in folder.samples], torch.tensor(folder.targets)
 
 
