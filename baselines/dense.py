@@ -17,6 +17,7 @@ from methods.registry import register
 @register("dense")
 class Dense(Method):
     takes_sparsity = False
+    sparsity_mode = "none"
     ablations = ("none",)  # no mask to ablate
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:

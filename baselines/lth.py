@@ -111,6 +111,8 @@ class IterativeMagnitudePruning(Method):
     """The IMP loop; subclasses say what the surviving weights become each round."""
 
     Settings = LthSettings
+    sparsity_mode = "rounds"
+    """One job whose rounds cover a grid's levels: it asks for the largest and records every round."""
     quick_hparams = {"rounds": 2}
 
     def rounds(self, sparsity: float | None) -> int:

@@ -38,7 +38,7 @@ from bench.store import (
 MISSING, BLOCKED = "missing", "blocked"
 DEFAULT = "default"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
-               "git_sha", "threads", "ablation"]
+               "git_sha", "threads", "ablation", "method_version", "method_source"]
 
 
 def level_label(sparsity: float | str | None) -> str:
@@ -76,6 +76,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         provenance = read_json(provenance_path) if provenance_path.exists() and not refusal else {}
     except CorruptFileError:  # provenance is informative only; the row stays
         provenance = {}
+    method_code = (provenance.get("methods") or {}).get(spec.method) or {}
     return {
         "job_id": job_id,
         "method": spec.method,
@@ -91,6 +92,8 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         "git_sha": (provenance.get("git") or {}).get("sha"),
         "threads": provenance.get("threads"),
         "ablation": spec.ablation,
+        "method_version": method_code.get("version", ""),
+        "method_source": method_code.get("source_sha256", ""),
     }
 
 

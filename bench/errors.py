@@ -25,6 +25,10 @@ class UnknownNameError(BenchError, KeyError):
         return self.args[0]
 
 
+class DuplicateNameError(BenchError, ValueError):
+    """A name registered a second time (a plugin reusing a built-in's name, or a module imported twice)."""
+
+
 class DivergedError(Exception):
     """Training produced a non-finite loss; the job ends as failed with this reason."""
 

@@ -8,10 +8,10 @@ A grid file sets, at its top level and in optional `[[block]]` tables that overr
                operating point at which every method that takes a sparsity runs, IMC's variants
                included, which then prune there with their own mask)
   sweep        [start, stop, step] of the "sweep" levels (inclusive), e.g. [0.05, 0.5, 0.05]
-  [modes]      how a method takes sparsities: "levels" (one job per level), "rounds" (one iterative job
-               whose rounds cover the levels: it gets the largest numeric level, or "found" alone),
-               "none" (one job: dense, a method that finds its own sparsity). Unlisted methods follow
-               their class (`takes_sparsity`, `finds_sparsity`, an optional `grid_sparsity`).
+  [modes]      overrides of how a method takes sparsities, which its class declares (`sparsity_mode`):
+               "levels" (one job per level), "rounds" (one iterative job whose rounds cover the levels:
+               it gets the largest numeric level, or "found" alone), "none" (one job: dense, a method
+               that finds its own sparsity)
   needs_analysis   methods whose jobs wait for `bench.found.analysis_spec(spec)` (IMC's variants;
                a method class can also say so, `Method.needs_analysis`); every job at sparsity "found"
                waits for it too. Analysis jobs are added to the plan.
@@ -47,11 +47,12 @@ from typing import Any
 from bench import found
 from bench.errors import BenchError, UnknownNameError, check_sparsity
 from bench.spec import FOUND, JobSpec
+from methods.registry import SPARSITY_MODES
 
 GRIDS_DIR = Path(__file__).parent / "grids"
 SWEEP = "sweep"
 PAPER = "paper"
-MODES = ("levels", "rounds", "none")
+MODES = SPARSITY_MODES
 PART_KEYS = {"methods", "datasets", "archs", "trials", "sparsities", "sweep", "modes", "needs_analysis",
              "quick", "train", "hparams", "vary", "name", "ablations", "image_size"}
 FILE_KEYS = PART_KEYS | {"description", "extends", "include", "block"}
@@ -164,8 +165,7 @@ class GridPart:
 
     def method_sparsities(self, method: str, method_class: type, dataset: str, arch: str
                           ) -> list[float | str | None]:
-        mode = self.modes.get(method) or getattr(method_class, "grid_sparsity", None) or (
-            "levels" if method_class.takes_sparsity and not method_class.finds_sparsity else "none")
+        mode = self.modes.get(method) or method_class.sparsity_mode
         if mode not in MODES:
             raise BenchError(f"grid {self.name!r}: mode {mode!r} of method {method}; accepted: {', '.join(MODES)}")
         if mode == "none":  # a method that finds its sparsity still runs at the paper's operating point
@@ -247,10 +247,13 @@ class PlannedJob:
 
     spec: JobSpec
     after: tuple[str, ...] = ()
+    recorded_id: str | None = None
+    """The id the job was run under (`bench.plans`): the report finds its folder without hashing the spec,
+    which needs the method's code (a plugin that is not installed here)."""
 
     @property
     def job_id(self) -> str:
-        return self.spec.job_id
+        return self.recorded_id or self.spec.job_id
 
 
 @dataclass(frozen=True)

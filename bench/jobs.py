@@ -46,6 +46,7 @@ from bench.data import DataSettings, DeviceData, load_dataset
 from bench.epoch_logs import epoch_listeners
 from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
+from bench.method_identity import methods_used
 from bench.provenance import provenance
 from bench.safe_paths import LinkOutError, check_tree
 from bench.spec import FOUND, JobSpec, RunSettings
@@ -241,7 +242,8 @@ def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
                          f"{context.data.data.image_size}x{context.data.data.image_size}); accepted: image_size with "
                          "the resizing datasets imagefolder and imagenet-sub")
     origin = {"dataset": spec.dataset, "data_root": run.data.data_root, "layout": context.data.data.layout}
-    write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin})
+    write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin,
+                                                                                    "methods": methods_used(spec)})
     records = context.run_method()
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")

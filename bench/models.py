@@ -42,6 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bench.plugins import ARCHS_GROUP
 from bench.registry import Registry
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -56,7 +57,7 @@ class ModelInput:
     image_size: int
 
 
-ARCHS: Registry[Callable[[ModelInput], nn.Module]] = Registry("arch")
+ARCHS: Registry[Callable[[ModelInput], nn.Module]] = Registry("arch", ARCHS_GROUP)
 
 
 class BasicBlock(nn.Module):

@@ -75,13 +75,15 @@ def _read(path: Path) -> dict[str, Any] | None:
     return stored
 
 
-def recorded_specs(results: Path) -> list[JobSpec] | None:
-    """The specs of every job a `bench.run` into `results` planned, in run order; None if none was recorded."""
+def recorded_jobs(results: Path) -> list[PlannedJob] | None:
+    """Every job a `bench.run` into `results` planned, in run order, under the ids it ran with (no method
+    code is needed to find them); None if none was recorded."""
     stored = _read(plan_path(results))
     if stored is None:
         return None
     ordered = dict.fromkeys(job_id for run in stored["runs"] for job_id in run["job_ids"])
-    return [JobSpec.from_dict(stored["jobs"][job_id]["spec"]) for job_id in ordered]
+    return [PlannedJob(JobSpec.from_dict(stored["jobs"][job_id]["spec"]), tuple(stored["jobs"][job_id]["after"]),
+                       recorded_id=job_id) for job_id in ordered]
 
 
 def describe_runs(results: Path) -> str:

@@ -36,8 +36,9 @@ from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
 from bench.grid import load_grid
+from bench.method_identity import code_notes
 from bench.paper import BASELINE, paper_table_number
-from bench.plans import describe_runs, plan_path, recorded_specs
+from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.safe_paths import check_tree
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
@@ -83,6 +84,11 @@ def write_frame(shown: pd.DataFrame, raw: pd.DataFrame, base: Path, formats: tup
     if "csv" in formats:
         write_text(base.with_name(f"{base.name}.csv"), raw.to_csv(index=False))
     return markdown
+
+
+def method_code_lines(jobs: pd.DataFrame) -> str:
+    """Bullets where jobs ran method code that differs (`bench.method_identity.code_notes`)."""
+    return "".join(f"- {note}\n" for note in code_notes(jobs))
 
 
 def paired_sections(records: pd.DataFrame, out: Path, formats: tuple[str, ...], reference: str | None) -> list[str]:
@@ -239,7 +245,7 @@ Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `python -m bench.report` fro
 job, {len(collection.missing)} missing, corrupt or unfinished
 - device(s): {devices}; CPU threads (torch): {threads} (results are deterministic for the same seed, CPU and thread count)
 - code version (git sha of the runs): {shas}
-- cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
+{method_code_lines(jobs)}- cells: mean ± sample std over trials (n in its own column); accuracy in %; the paper's value in
   parentheses where the supplement has the table. "Accuracy with found sparsity" uses IMC's s* of each
   trial (methods run at `found`, LTH at its nearest round); "Sparsity with highest accuracy" picks each
   method's sweep point with the highest mean accuracy; "Accuracy at the paper's sparsity" shows every
@@ -332,14 +338,14 @@ def report(args: argparse.Namespace, results: Path) -> int:
         raise BenchError(f"unknown format(s) {unknown}; accepted: {', '.join(FORMATS)}")
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
-    specs = None if args.all_jobs or args.grid else recorded_specs(results)
-    if args.all_jobs or (args.grid is None and specs is None):
+    planned = None if args.all_jobs or args.grid else recorded_jobs(results)
+    if args.all_jobs or (args.grid is None and planned is None):
         collection, title = collect(results), "all jobs"
         description = f"Every job under `{results}`" + ("." if args.all_jobs else
                                                           f" (no {plan_path(results).name}: no bench.run recorded a plan here).")
         out = Path(args.out or ("reports/all" if args.all_jobs else results / "report"))
-    elif specs is not None:
-        collection, title = collect(results, specs), f"the plan run into `{results}`"
+    elif planned is not None:
+        collection, title = collect(results, planned), f"the plan run into `{results}`"
         description = f"The jobs that `bench.run` planned into `{results}` ({plan_path(results).name}):\n\n" \
             + describe_runs(results)
         out = Path(args.out or results / "report")

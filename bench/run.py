@@ -31,6 +31,7 @@ from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
 from bench.executors import EXECUTORS, SlurmSettings, check_packing, run_inline, run_local, submit_slurm
 from bench.grid import Grid, PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
+from bench.method_identity import superseded_lines
 from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
 from bench.spec import JobSpec, RunSettings
@@ -139,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
     results = Path(args.results)
+    for line in superseded_lines(planned, results):
+        print(line)
     data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
     check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
     _say_if_bf16_is_slow(planned, device)

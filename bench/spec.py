@@ -58,29 +58,40 @@ class JobSpec:
                                             or self.image_size < 1):
             raise BenchError(f"image_size {self.image_size!r} is not valid; accepted: an integer >= 1")
 
-    def canonical(self) -> dict[str, Any]:
-        """The spec as a dict without the fields, training overrides and settings at their defaults."""
+    def canonical(self, method_version: int | None = None) -> dict[str, Any]:
+        """The spec as a dict without the fields, training overrides and settings at their defaults, with
+        the method's code version (`Method.version`; or `method_version`) where it is not 1."""
         from bench.train import TrainSettings
         from methods.registry import found_provider, get_method
 
+        method_class = get_method(self.method)
         value = asdict(self)
         value["train"] = _without_defaults(self.train, TrainSettings)
-        value["hparams"] = _without_defaults(self.hparams, get_method(self.method).Settings)
+        value["hparams"] = _without_defaults(self.hparams, method_class.Settings)
+        version = method_class.version if method_version is None else method_version
+        if version != 1:  # version 1 is dropped as a default is: jobs keep the ids they had before versions
+            value["method_version"] = version
         if self.analysis:
             value["analysis"] = _without_defaults(self.analysis, found_provider().Settings)
+        if self.sparsity == FOUND and found_provider().version != 1:  # s* comes from that method's code
+            value["found_version"] = found_provider().version
         defaults = {item.name: (item.default_factory() if callable(item.default_factory) else item.default)
                     for item in fields(self)}
         return {key: item for key, item in value.items()
                 if key not in defaults or item != defaults[key] or key in ("method", "dataset", "arch")}
 
-    def canonical_json(self) -> str:
-        return json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+    def canonical_json(self, method_version: int | None = None) -> str:
+        return json.dumps(self.canonical(method_version), sort_keys=True, separators=(",", ":"))
 
-    def digest(self) -> str:
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:HASH_LENGTH]
+    def digest(self, method_version: int | None = None) -> str:
+        return hashlib.sha256(self.canonical_json(method_version).encode()).hexdigest()[:HASH_LENGTH]
 
     @property
     def job_id(self) -> str:
+        return self.job_id_at()
+
+    def job_id_at(self, method_version: int | None = None) -> str:
+        """The job's id with its method at `method_version` (None: the installed method's version)."""
         if self.sparsity is None:
             level = "dense" if self.method == "dense" else "auto"
         elif self.sparsity == FOUND:
@@ -88,7 +99,7 @@ class JobSpec:
         else:
             level = f"s{self.sparsity:g}"
         ablation = "" if self.ablation == NO_ABLATION else f"-{self.ablation}"
-        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}{ablation}-{self.digest()}"
+        return f"{self.method}-{self.dataset}-{self.arch}-{level}-t{self.trial}{ablation}-{self.digest(method_version)}"
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> JobSpec:

@@ -132,6 +132,15 @@ class Method(ABC):
 
     name: ClassVar[str] = ""
     Settings: ClassVar[type] = NoSettings
+    version: ClassVar[int] = 1
+    """The method's code version: bump it when a change of the code changes its results (as a stage's
+    version). It is part of the job id where it is not 1 (so version 1 keeps the ids jobs had before
+    methods had versions), so a job done under another version is run again; `provenance.json` records
+    it with a hash of the method's source (`bench.method_identity`)."""
+    sparsity_mode: ClassVar[str] = "levels"
+    """How a grid gives the method sparsities (`methods.registry.SPARSITY_MODES`): "levels" (one job per requested
+    sparsity), "rounds" (one iterative job whose rounds cover the levels: it gets the largest), "none"
+    (one job: dense, a method that finds its own sparsity). A grid's `[modes]` may override it."""
     takes_sparsity: ClassVar[bool] = True
     """False for methods that run at no requested sparsity (dense)."""
     finds_sparsity: ClassVar[bool] = False
@@ -146,6 +155,9 @@ class Method(ABC):
     variants): a grid's "found" jobs take the analysis of its first such method."""
     needs_analysis: ClassVar[bool] = False
     """True: every job of the method waits for its found-sparsity analysis job (grids can also say so)."""
+    may_empty_layers: ClassVar[bool] = False
+    """True for methods whose masks may prune a whole layer (layer collapse of global scores at high
+    sparsity, Tanaka et al. 2020); `bench.check` fails a method that empties a layer unless it says so."""
     ablations: ClassVar[tuple[str, ...]] = ABLATION_NAMES
     """The sanity ablations the method takes (`bench.ablations`); "none" only for methods without a mask."""
     snapshot_types: ClassVar[tuple[type, ...]] = ()

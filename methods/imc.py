@@ -48,7 +48,7 @@ own mask and still records the s* it found.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,47 +88,78 @@ eigenvalues, K with its diagnostics, in float64 where needed; 3 = K first, SLQ s
 and s* are settled (older analyses are not reused)."""
 
 
+PRETRAIN, SNAPSHOTS, SAMPLE, ANALYSIS, EARLY_STOP, SELECTION, SWEEP, RETRAIN = (
+    "pretrain", "snapshots", "sample", "analysis", "analysis-early-stop", "selection", "lipschitz-sweep", "retrain")
+STAGES = (PRETRAIN, SNAPSHOTS, SAMPLE, ANALYSIS, EARLY_STOP, SELECTION, SWEEP, RETRAIN)
+"""What a setting can change, named in its field metadata (`"stages"`), from which every stage key is built:
+the cached stages `pretrain` (theta_P's place on the dense trajectory), `sample` (the Hessian batch),
+`analysis` (spectrum, K), `selection` (gap rule and mask at s*) and `lipschitz-sweep`; `analysis-early-stop`:
+the analysis while `slq_early_stop` (its early stop asks the gap rule); `snapshots`: the dense trajectory
+states the analysis job asks it to keep (theta_R, theta_P); `retrain`: what only the variants' retraining
+reads. A key holds its parent's (`STAGE_PARENTS`), so a setting changes its stages and those below them."""
+STAGE_PARENTS = {SAMPLE: PRETRAIN, ANALYSIS: SAMPLE, EARLY_STOP: ANALYSIS, SELECTION: ANALYSIS, SWEEP: SAMPLE}
+ANALYSIS_JOB_STAGES = (PRETRAIN, SNAPSHOTS, SAMPLE, ANALYSIS, EARLY_STOP, SELECTION)
+"""The settings of these are the analysis job's (`analysis_hparams`): a found-sparsity job's s* depends on them."""
+
+
 @dataclass(frozen=True)
 class IMCSettings:
     """IMC's settings (spec `imc.md`); Table 16 gives p, Delta, pretraining, rewinding, Hessian batch."""
 
-    pretrain_epochs: int = field(default=10, metadata={"help": "epochs of dense pretraining before the analysis"})
-    rewind_epoch: int = field(default=10, metadata={"help": "theta_R = weights after this many epochs (imc-rewind)"})
-    hessian_batch_size: int = field(default=128, metadata={"help": "images per Hessian batch"})
-    hessian_batches: int = field(default=1, metadata={"help": "fixed Hessian batches (pooled into one sample)"})
-    slq_runs: int = field(default=8, metadata={"help": "most SLQ runs (random start vectors)"})
+    pretrain_epochs: int = field(default=10, metadata={
+        "stages": (PRETRAIN, SNAPSHOTS), "help": "epochs of dense pretraining before the analysis"})
+    rewind_epoch: int = field(default=10, metadata={
+        "stages": (SNAPSHOTS, RETRAIN), "help": "theta_R = weights after this many epochs (imc-rewind)"})
+    hessian_batch_size: int = field(default=128, metadata={"stages": (SAMPLE,), "help": "images per Hessian batch"})
+    hessian_batches: int = field(default=1, metadata={
+        "stages": (SAMPLE,), "help": "fixed Hessian batches (pooled into one sample)"})
+    slq_runs: int = field(default=8, metadata={"stages": (ANALYSIS,), "help": "most SLQ runs (random start vectors)"})
     slq_early_stop: bool = field(default=True, metadata={
+        "stages": (ANALYSIS,),
         "help": "stop SLQ once two consecutive pooled runs give the same split and s* under the gap rule at "
                 "the analysis' K (false: all runs)"})
-    lanczos_steps: int = field(default=100, metadata={"help": "Lanczos steps per SLQ run"})
-    top_eigenvalues: int = field(default=5, metadata={"help": "top Hessian eigenvalues recorded (diagnostic)"})
+    lanczos_steps: int = field(default=100, metadata={"stages": (ANALYSIS,), "help": "Lanczos steps per SLQ run"})
+    top_eigenvalues: int = field(default=5, metadata={
+        "stages": (ANALYSIS,), "help": "top Hessian eigenvalues recorded (diagnostic)"})
     top_eigenvalues_from: str = field(default="ritz", metadata={
+        "stages": (ANALYSIS,),
         "help": "ritz (SLQ's converged Ritz values; power iteration if too few converged) or power (PyHessian)"})
-    power_iterations: int = field(default=100, metadata={"help": "PyHessian power-iteration budget per eigenvalue"})
-    power_tolerance: float = field(default=1e-3, metadata={"help": "PyHessian power-iteration relative tolerance"})
-    lipschitz_p: float = field(default=2.0, metadata={"help": "p of the p-norm in K(p, Delta)"})
-    lipschitz_delta: float = field(default=0.01, metadata={"help": "radius Delta of the perturbations U"})
-    lipschitz_samples: int = field(default=16, metadata={"help": "random pairs (U_a, U_b) of the secant estimate"})
+    power_iterations: int = field(default=100, metadata={
+        "stages": (ANALYSIS,), "help": "PyHessian power-iteration budget per eigenvalue"})
+    power_tolerance: float = field(default=1e-3, metadata={
+        "stages": (ANALYSIS,), "help": "PyHessian power-iteration relative tolerance"})
+    lipschitz_p: float = field(default=2.0, metadata={"stages": (ANALYSIS,), "help": "p of the p-norm in K(p, Delta)"})
+    lipschitz_delta: float = field(default=0.01, metadata={
+        "stages": (ANALYSIS,), "help": "radius Delta of the perturbations U"})
+    lipschitz_samples: int = field(default=16, metadata={
+        "stages": (ANALYSIS, SWEEP), "help": "random pairs (U_a, U_b) of the secant estimate"})
     lipschitz_dtype: str = field(default="auto", metadata={
+        "stages": (ANALYSIS, SWEEP),
         "help": "dtype of the secants: auto (the model's, float64 where its rounding would exceed 1% of a "
                 "secant), float64, or float32 (K at small Delta inflated by rounding)"})
     hessian_change_iterations: int = field(default=5, metadata={
+        "stages": (ANALYSIS, SWEEP),
         "help": "power iterations on H(W+U) - H(W) at the pair that gives K (0: not measured)"})
-    lipschitz_override: float | None = field(
-        default=None, metadata={"help": "use this K instead of the estimate (e.g. the paper's 6.17e-12)"})
-    spectrum_count: str = field(
-        default="count", metadata={"help": "fraction of the spectrum: count (converged Ritz values above the gap / d;"
-                                            " mass where not converged), mass (SLQ weights) or nodes (share of nodes)"})
-    gap_resolution: float = field(
-        default=0.01, metadata={"help": "a gap must exceed this x (mu_max - mu_min) to count as resolved"})
-    max_sparsity: float = field(default=0.95, metadata={"help": "largest admissible fraction above a split"})
-    select: str = field(default="magnitude", metadata={"help": "mask at s*: magnitude or slow-manifold"})
-    max_eigvecs: int = field(default=64, metadata={"help": "cap on the fast-subspace eigenvectors (slow-manifold)"})
-    finetune_lr_scale: float = field(default=0.1, metadata={"help": "imc-finetune lr = recipe lr x this"})
-    lipschitz_sweep_p: tuple[float, ...] = field(
-        default=(2.0, 5.0, 10.0), metadata={"help": "p values of the imc-lipschitz sweep (Table 14)"})
-    lipschitz_sweep_delta: tuple[float, ...] = field(
-        default=(0.01, 0.05, 0.1, 0.5, 1.0), metadata={"help": "Delta values of the imc-lipschitz sweep (Table 15)"})
+    lipschitz_override: float | None = field(default=None, metadata={
+        "stages": (EARLY_STOP, SELECTION), "help": "use this K instead of the estimate (e.g. the paper's 6.17e-12)"})
+    spectrum_count: str = field(default="count", metadata={
+        "stages": (EARLY_STOP, SELECTION),
+        "help": "fraction of the spectrum: count (converged Ritz values above the gap / d; mass where not "
+                "converged), mass (SLQ weights) or nodes (share of nodes)"})
+    gap_resolution: float = field(default=0.01, metadata={
+        "stages": (EARLY_STOP, SELECTION), "help": "a gap must exceed this x (mu_max - mu_min) to count as resolved"})
+    max_sparsity: float = field(default=0.95, metadata={
+        "stages": (EARLY_STOP, SELECTION), "help": "largest admissible fraction above a split"})
+    select: str = field(default="magnitude", metadata={
+        "stages": (SELECTION,), "help": "mask at s*: magnitude or slow-manifold"})
+    max_eigvecs: int = field(default=64, metadata={
+        "stages": (SELECTION,), "help": "cap on the fast-subspace eigenvectors (slow-manifold)"})
+    finetune_lr_scale: float = field(default=0.1, metadata={
+        "stages": (RETRAIN,), "help": "imc-finetune lr = recipe lr x this"})
+    lipschitz_sweep_p: tuple[float, ...] = field(default=(2.0, 5.0, 10.0), metadata={
+        "stages": (SWEEP,), "help": "p values of the imc-lipschitz sweep (Table 14)"})
+    lipschitz_sweep_delta: tuple[float, ...] = field(default=(0.01, 0.05, 0.1, 0.5, 1.0), metadata={
+        "stages": (SWEEP,), "help": "Delta values of the imc-lipschitz sweep (Table 15)"})
 
     def __post_init__(self) -> None:
         for name in ("pretrain_epochs", "rewind_epoch", "hessian_change_iterations"):
@@ -163,19 +194,19 @@ class IMCSettings:
         return {name: getattr(self, name) for name in names}
 
 
-PRETRAIN_KEYS = ("pretrain_epochs",)
-SAMPLE_KEYS = ("hessian_batch_size", "hessian_batches")
-GAP_RULE_KEYS = ("lipschitz_override", "spectrum_count", "gap_resolution", "max_sparsity")
-ANALYSIS_KEYS = ("slq_runs", "slq_early_stop", "lanczos_steps", "top_eigenvalues", "top_eigenvalues_from",
-                 "power_iterations", "power_tolerance", "lipschitz_p", "lipschitz_delta", "lipschitz_samples",
-                 "lipschitz_dtype", "hessian_change_iterations")
-"""With `slq_early_stop` the analysis key also holds `GAP_RULE_KEYS`: the early stop asks the gap rule."""
-SELECTION_KEYS = GAP_RULE_KEYS + ("select", "max_eigvecs")
-SWEEP_KEYS = ("lipschitz_samples", "lipschitz_dtype", "hessian_change_iterations", "lipschitz_sweep_p",
-              "lipschitz_sweep_delta")
+def stage_fields(*stages: str) -> tuple[str, ...]:
+    """The settings whose field metadata names one of `stages` (in field order)."""
+    return tuple(item.name for item in fields(IMCSettings) if set(item.metadata["stages"]) & set(stages))
 
-RETRAIN_KEYS = ("finetune_lr_scale", "lipschitz_sweep_p", "lipschitz_sweep_delta")
-"""Settings that do not change the analysis (pretraining, spectrum, K, gap rule, mask)."""
+
+PRETRAIN_KEYS = stage_fields(PRETRAIN)
+SAMPLE_KEYS = stage_fields(SAMPLE)
+GAP_RULE_KEYS = stage_fields(EARLY_STOP)
+ANALYSIS_KEYS = stage_fields(ANALYSIS)
+SELECTION_KEYS = stage_fields(SELECTION)
+SWEEP_KEYS = stage_fields(SWEEP)
+RETRAIN_KEYS = tuple(name for name in stage_fields(*STAGES) if name not in stage_fields(*ANALYSIS_JOB_STAGES))
+"""Settings that do not change the analysis job (pretraining, snapshots, spectrum, K, gap rule, mask)."""
 
 
 def analysis_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -194,10 +225,6 @@ QUICK_HPARAMS: dict[str, Any] = {
     "top_eigenvalues": 2, "power_iterations": 10, "lipschitz_samples": 2, "max_eigvecs": 4,
 }
 
-ANALYSES_COMPUTED = 0
-"""How many spectrum analyses this process has computed (the variants must share one)."""
-
-
 def split_reading(split: Split) -> tuple[float, str]:
     """What SLQ's early stop compares between runs: s* and the rule that decided it."""
     return split.sparsity, split.decided_by
@@ -214,6 +241,18 @@ def leading_epochs(recipe: TrainSettings, epochs: int) -> TrainSettings:
 def pretrain_key(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> dict[str, Any]:
     """What determines theta_P (step 1): the trial's dense trajectory and how far into it."""
     return recipe_key(spec, recipe) | settings.subset(PRETRAIN_KEYS)
+
+
+def stage_keys(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings, sparsity: float | None
+               ) -> dict[str, dict[str, Any]]:
+    """The key of every cached stage of a job: its parent's key and the settings that name the stage."""
+    keys = {PRETRAIN: pretrain_key(spec, recipe, settings)}
+    keys[SAMPLE] = keys[PRETRAIN] | settings.subset(SAMPLE_KEYS)
+    analysis_keys = ANALYSIS_KEYS + (GAP_RULE_KEYS if settings.slq_early_stop else ())
+    keys[ANALYSIS] = keys[SAMPLE] | settings.subset(analysis_keys) | {"analysis_version": ANALYSIS_VERSION}
+    keys[SELECTION] = keys[ANALYSIS] | settings.subset(SELECTION_KEYS) | {"sparsity": sparsity}
+    keys[SWEEP] = keys[SAMPLE] | settings.subset(SWEEP_KEYS) | {"analysis_version": ANALYSIS_VERSION}
+    return keys
 
 
 def planned_pretraining(spec: JobSpec, recipe: TrainSettings, settings: IMCSettings) -> PlannedPhase:
@@ -236,11 +275,7 @@ class IMCAnalysis:
     def __init__(self, context: JobContext, settings: IMCSettings):
         self.context = context
         self.settings = settings
-        self.pretrain_key = pretrain_key(context.spec, context.train_settings, settings)
-        self.sample_key = self.pretrain_key | settings.subset(SAMPLE_KEYS)
-        analysis_keys = ANALYSIS_KEYS + (GAP_RULE_KEYS if settings.slq_early_stop else ())
-        self.analysis_key = self.sample_key | settings.subset(analysis_keys) | {"analysis_version": ANALYSIS_VERSION}
-        self.selection_key = self.analysis_key | settings.subset(SELECTION_KEYS) | {"sparsity": context.sparsity}
+        self.keys = stage_keys(context.spec, context.train_settings, settings, context.sparsity)
         self.stages: dict[str, StageResult] = {}
         self._pretrained: dict[str, Any] | None = None
 
@@ -302,11 +337,9 @@ class IMCAnalysis:
 
     @property
     def analysis(self) -> dict[str, Any]:
-        return self.stage("analysis", self.analysis_key, self._analyse)
+        return self.stage(ANALYSIS, self.keys[ANALYSIS], self._analyse)
 
     def _analyse(self, folder: Path) -> dict[str, Any]:
-        global ANALYSES_COMPUTED
-        ANALYSES_COMPUTED += 1
         settings, context = self.settings, self.context
         model = self.model_at(self.pretrained["theta_P"])
         inputs, labels = self.hessian_sample()
@@ -346,7 +379,7 @@ class IMCAnalysis:
 
     @property
     def selection(self) -> dict[str, Any]:
-        return self.stage("selection", self.selection_key, self._select)
+        return self.stage(SELECTION, self.keys[SELECTION], self._select)
 
     def _select(self, folder: Path) -> dict[str, Any]:
         settings, analysis = self.settings, self.analysis
@@ -452,6 +485,8 @@ class IMCMethod(Method):
 
     Settings = IMCSettings
     finds_sparsity = True
+    sparsity_mode = "none"
+    """One job per trial: every variant finds s* (at a grid's "paper" level it also prunes there)."""
     quick_hparams = QUICK_HPARAMS
 
     def stage_needs(self, spec: JobSpec, recipe: TrainSettings) -> list[StageNeed]:
@@ -556,8 +591,7 @@ class IMCLipschitz(IMCMethod):
 
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         imc = IMCAnalysis(context, self.settings)
-        sweep_key = imc.sample_key | self.settings.subset(SWEEP_KEYS) | {"analysis_version": ANALYSIS_VERSION}
-        sweep = imc.stage("lipschitz-sweep", sweep_key, lambda folder: self._sweep(imc))
+        sweep = imc.stage(SWEEP, imc.keys[SWEEP], lambda folder: self._sweep(imc))
         return [_pretrained_record(context, imc, None, lipschitz_sweep=sweep["table"], sweep_s=sweep["seconds"],
                                    pretrain_s=imc.pretrained["seconds"], imc_settings=asdict(self.settings))]
 

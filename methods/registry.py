@@ -1,10 +1,14 @@
 """The method registry: a method is one file with a class decorated `@register("name")`.
 
-Every module in the `methods` and `baselines` packages is imported on first use, so adding a method
-needs no list to edit. Methods kept outside the repository are loaded from the modules named in the
-environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported after the packages); the
-variable reaches SLURM jobs with the rest of the submitter's environment. A plugin that is missing,
-raises while imported or registers a name already taken is a one-line `BenchError` naming the module.
+Every module in the `methods` and `baselines` packages whose name does not start with `_` is imported
+on first use, so adding a method needs no list to edit (underscore modules are helpers and tools, e.g.
+`methods._imc_timing`, and are never imported as plugins). Methods kept outside the repository come
+from installed packages through the entry-point group `prunebench.methods` (`bench.plugins`: the way
+pytest and submitit load plugins; every job process sees them) and from the modules named in the
+environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported last); the variable reaches SLURM
+jobs with the rest of the submitter's environment. A method author imports `methods.api` only. A
+`PRUNEBENCH_PLUGINS` module that is missing, raises while imported or registers a name already taken is
+a one-line `BenchError` naming the module (an entry point: a `bench.plugins.PluginError` naming it).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import pkgutil
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
+from bench.plugins import METHODS_GROUP, load_entry_points
 from bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -23,17 +28,35 @@ if TYPE_CHECKING:
 METHODS: Registry[type[Method]] = Registry("method")
 PLUGIN_PACKAGES = ("baselines", "methods")
 PLUGINS_VARIABLE = "PRUNEBENCH_PLUGINS"
+SPARSITY_MODES = ("levels", "rounds", "none")
+"""How a method takes a grid's sparsities (`Method.sparsity_mode`): one job per level, one iterative job
+whose rounds cover them, or one job at none."""
 _loaded = False
 
 
 def register(name: str):
-    """Class decorator: register a `Method` subclass under `name` and set its `name`."""
+    """Class decorator: register a `Method` subclass under `name` and set its `name` (a one-line error
+    for a bad `sparsity_mode` or `version`)."""
 
     def add(method_class: type[Method]) -> type[Method]:
+        check_declarations(name, method_class)
         method_class.name = name
         return METHODS.register(name)(method_class)
 
     return add
+
+
+def check_declarations(name: str, method_class: type[Method]) -> None:
+    """What a method class declares about itself, checked when it registers."""
+    mode = method_class.sparsity_mode
+    if mode not in SPARSITY_MODES:
+        raise BenchError(f"method {name}: sparsity_mode = {mode!r}; accepted: {', '.join(SPARSITY_MODES)}")
+    if not method_class.takes_sparsity and mode != "none":
+        raise BenchError(f"method {name} takes no sparsity (takes_sparsity = False) but declares sparsity_mode = "
+                         f"{mode!r}; accepted: 'none'")
+    version = method_class.version
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BenchError(f"method {name}: version = {version!r}; accepted: an integer >= 1 (bump it when results change)")
 
 
 def load_plugins() -> Registry[type[Method]]:
@@ -45,6 +68,7 @@ def load_plugins() -> Registry[type[Method]]:
             for module in pkgutil.iter_modules(package.__path__):
                 if not module.name.startswith("_"):
                     importlib.import_module(f"{package_name}.{module.name}")
+        load_entry_points(METHODS_GROUP)
         for module_name in os.environ.get(PLUGINS_VARIABLE, "").split(","):
             if module_name.strip():
                 _import_plugin(module_name.strip())

@@ -1,11 +1,9 @@
-"""The method contract, run on every registered method with its `quick_hparams`.
-
-Each method runs on a tiny ResNet on digits at sparsity 0.5; the test checks binary masks shaped like
-the weights, pruned weights exactly zero, the achieved sparsity, complete records, and that two runs
-with the same seed give the same masks and numbers.
+"""The method contract, run on every registered method with its `quick_hparams` by the checks of
+`python -m bench.check` (`bench.check.contract_failures`): a tiny ResNet on digits at sparsity 0.5,
+binary masks shaped like the weights, pruned weights exactly zero, the achieved sparsity, complete
+records, declared stages and planned epochs, and the same records and masks after an interruption and
+resume (which also reruns the job from the same seed, so it checks determinism too).
 """
-
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,65 +11,51 @@ import torch
 from PIL import Image
 
 from bench import run as bench_run
-from bench.jobs import make_context
-from bench.masks import check_binary, prunable_parameters
-from bench.spec import JobSpec, RunSettings
-from methods.base import RECORD_FIELDS, SPARSITY_TOLERANCE, check_record
+from bench.check import contract_failures, mask_failures, run_failures, run_job_here, same_failures
+from bench.masks import prunable_parameters
+from bench.spec import JobSpec
 from methods.registry import get_method, method_names
 from tests.conftest import TINY_ARCH
 
 SPARSITY = 0.5
-VOLATILE = {"runtime_s", "scoring_s", "extra"}
 
 
-def contract_spec(name: str) -> JobSpec:
+def contract_spec(name: str, arch: str = TINY_ARCH) -> JobSpec:
     method = get_method(name)
-    return JobSpec(method=name, dataset="digits@300", arch=TINY_ARCH, trial=0,
+    return JobSpec(method=name, dataset="digits@300", arch=arch, trial=0,
                    sparsity=SPARSITY if method.takes_sparsity and not method.finds_sparsity else None,
                    train={"epochs": 1}, hparams=dict(method.quick_hparams))
 
 
-def run_method(name: str, folder, arch: str = TINY_ARCH):
-    spec = replace(contract_spec(name), arch=arch)
-    context = make_context(spec, RunSettings(device="cpu", progress=False), folder / "jobs" / spec.job_id, folder)
-    records = context.run_method()
-    return context, records
-
-
 @pytest.mark.parametrize("name", method_names())
 def test_method_contract(name, tmp_path):
-    context, records = run_method(name, tmp_path / "first")
-    assert records, f"{name} returned no record"
-    for record in records:
-        check_record(record, context.method)
-        assert set(RECORD_FIELDS) <= set(record)
-        assert 0.0 <= record["achieved_sparsity"] < 1.0 and 0.0 <= record["accuracy"] <= 1.0
-    model, masks = context.last_recorded
-    last = records[-1]
-    if masks is not None:
-        check_binary(masks)
-        weights = prunable_parameters(model)
-        assert set(masks) == set(weights)
-        for layer, mask in masks.items():
-            assert mask.shape == weights[layer].shape
-            assert torch.all(weights[layer][mask == 0] == 0), f"{name}: pruned weights of {layer} are not zero"
-    method = context.method
-    if method.takes_sparsity and not method.finds_sparsity:
-        assert abs(last["achieved_sparsity"] - SPARSITY) <= SPARSITY_TOLERANCE or len(records) > 1
-    if not method.takes_sparsity:
-        assert last["achieved_sparsity"] == 0.0
-    declared = {need.stage.name for need in method.stage_needs(context.spec, context.train_settings)}
-    assert declared <= set(context.stages), f"{name} declares stages it does not use"
-    planned = method.planned_phases(context.spec, context.train_settings, context.sparsity)
-    assert sum(phase.epochs for phase in planned) == last["epochs"], f"{name}: --dry-run's cost counts other epochs"
+    assert contract_failures(name, tmp_path, sparsities=(SPARSITY,), epochs=1, rerun=False) == []
 
-    again_context, again = run_method(name, tmp_path / "second")
-    strip = [{key: value for key, value in record.items() if key not in VOLATILE | {"job_id"}} for record in records]
-    assert strip == [{key: value for key, value in record.items() if key not in VOLATILE | {"job_id"}}
-                     for record in again]
-    _, again_masks = again_context.last_recorded
-    if masks is not None:
-        assert all(torch.equal(masks[layer], again_masks[layer]) for layer in masks)
+
+def test_the_check_names_what_a_broken_run_breaks(tmp_path):
+    """The checks fail where a method breaks the contract: a pruned weight revived after training, an
+    emptied layer, a record that lost a field, another result on the rerun."""
+    good = run_job_here(JobSpec(method="snip", dataset="digits@300", arch=TINY_ARCH, sparsity=SPARSITY,
+                                train={"epochs": 1}), tmp_path)
+    assert run_failures("snip", good, "here") == []
+    layer = next(iter(good.masks))
+    with torch.no_grad():
+        prunable_parameters(good.model)[layer][good.masks[layer] == 0] = 1.0
+    assert mask_failures("snip", "here", good.model, good.masks, False) == [
+        f"snip here: pruned weights of {layer} are not zero after training"]
+    emptied = good.masks | {layer: torch.zeros_like(good.masks[layer])}
+    with torch.no_grad():
+        prunable_parameters(good.model)[layer].zero_()
+    assert mask_failures("snip", "here", good.model, emptied, False) == [
+        f"snip here: layer {layer} is pruned to nothing (set may_empty_layers = True if the method allows layer "
+        "collapse)"]
+    assert mask_failures("snip", "here", good.model, emptied, True) == []
+    good.records[0].pop("accuracy")
+    assert any("lacks ['accuracy']" in line for line in run_failures("snip", good, "here"))
+    other = run_job_here(JobSpec(method="snip", dataset="digits@300", arch=TINY_ARCH, sparsity=0.6,
+                                 train={"epochs": 1}), tmp_path)
+    assert same_failures("snip", "rerun", other, other) == []
+    assert same_failures("snip", "rerun", good, other)[0].startswith("snip rerun: records differ in ")
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +73,9 @@ def test_methods_on_the_other_architectures(arch, name, arch_results):
     Hessian of IMC and Flow&Prune (`tests/test_api.py` runs the prune-at-init methods on torchvision's
     resnet18). The jobs of one arch share a results folder, as a grid's do (one dense run, one IMC
     analysis)."""
-    context, records = run_method(name, arch_results(arch), arch)
-    for record in records:
-        check_record(record, context.method)
-        assert record["arch"] == arch
-    model, masks = context.last_recorded
-    if masks is not None:
-        weights = prunable_parameters(model)
-        assert set(masks) == set(weights)
-        assert all(torch.all(weights[layer][mask == 0] == 0) for layer, mask in masks.items())
+    run = run_job_here(contract_spec(name, arch), arch_results(arch))
+    assert run_failures(name, run, f"on {arch}") == []
+    assert all(record["arch"] == arch for record in run.records)
 
 
 def test_cli_runs_the_new_archs_on_small_32x32_data(tmp_path, capsys):

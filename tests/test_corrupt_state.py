@@ -17,7 +17,7 @@ from bench.atomic import save_checked
 from bench.collect import collect
 from bench.grid import PlannedJob
 from bench.jobs import run_job
-from bench.plans import record_plan, recorded_specs
+from bench.plans import record_plan, recorded_jobs
 from bench.report import main as report_main
 from bench.spec import JobSpec, RunSettings
 from bench.stages import STAGES_FOLDER, StageSpec, obtain
@@ -116,7 +116,7 @@ def test_a_plan_of_the_wrong_shape_is_named_by_the_report_and_set_aside_by_the_r
     assert "plan.json is not a plan (wrong shape)" in err and len(err.strip().splitlines()) == 1
     record_plan(results, "default", {}, [PlannedJob(dense())])
     assert (results / "plan.json.corrupt").exists()
-    assert [spec.job_id for spec in recorded_specs(results)] == [dense().job_id]
+    assert [job.job_id for job in recorded_jobs(results)] == [dense().job_id]
 
 
 def test_a_corrupt_rewind_state_restarts_the_continuous_sparsification_search(tmp_path, capsys):

@@ -44,14 +44,18 @@ def shared_results(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("imc-results")
 
 
+def analyses_on_disk(results: Path) -> int:
+    """How many spectrum analyses the results folder holds (each computed once, in its stage folder)."""
+    return len(list((results / "stages").glob("imc-analysis-*")))
+
+
 def same_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
 
 
 def test_variants_share_one_analysis_and_start_from_their_weights(tmp_path):
-    before = imc.ANALYSES_COMPUTED
     records = {name: run(tmp_path, spec_of(name, sparsity=0.5)) for name in ("imc-reinit", "imc-rewind", "imc-finetune")}
-    assert imc.ANALYSES_COMPUTED - before == 1
+    assert analyses_on_disk(tmp_path) == 1
     computed = [record["extra"]["computed_here"]["analysis"] for record in records.values()]
     assert computed == [True, False, False]
     assert len({record["extra"]["cache"]["analysis"] for record in records.values()}) == 1
@@ -123,9 +127,9 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
 
     # an absurd K: no admissible gap is s* = 0, recorded, not an error (an analysis of its own: SLQ's
     # early stop asks the gap rule at that K; without the early stop it is the same analysis)
-    before = imc.ANALYSES_COMPUTED
+    before = analyses_on_disk(tmp_path)
     no_gap = run(tmp_path, spec_of("imc-analysis", lipschitz_override=1e9))
-    assert imc.ANALYSES_COMPUTED == before + 1 and no_gap["extra"]["slq_runs_used"] == 2
+    assert analyses_on_disk(tmp_path) == before + 1 and no_gap["extra"]["slq_runs_used"] == 2
     assert no_gap["extra"]["found_sparsity"] == 0.0 and no_gap["achieved_sparsity"] == 0.0
     assert no_gap["extra"]["spectral_gap"] == "no spectral gap"
 
@@ -138,7 +142,7 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
 
     # today's budget before the exact count (for timing old against new): all runs, power iteration, float32
     legacy = run(tmp_path, spec_of("imc-analysis", **imc.LEGACY_ANALYSIS_HPARAMS))["extra"]
-    assert imc.ANALYSES_COMPUTED == before + 2
+    assert analyses_on_disk(tmp_path) == before + 2
     assert legacy["slq_runs_used"] == HPARAMS["slq_runs"] and legacy["top_eigenvalues_source"] == "power"
     assert legacy["lipschitz_estimate"]["dtype"] == "torch.float32"
 
@@ -146,8 +150,8 @@ def test_analysis_job_found_sparsity_and_no_gap(shared_results):
 def test_analysis_cache_key_carries_the_analysis_version(tmp_path):
     context = context_for(tmp_path, spec_of("imc-analysis"))
     analysis = imc.IMCAnalysis(context, context.method.settings)
-    assert analysis.analysis_key["analysis_version"] == imc.ANALYSIS_VERSION == 3
-    assert analysis.selection_key["analysis_version"] == imc.ANALYSIS_VERSION
+    assert analysis.keys[imc.ANALYSIS]["analysis_version"] == imc.ANALYSIS_VERSION == 3
+    assert analysis.keys[imc.SELECTION]["analysis_version"] == imc.ANALYSIS_VERSION
 
 
 def test_slow_manifold_prunes_the_fast_subspace_energy(shared_results):
@@ -178,3 +182,48 @@ def test_variants_wait_for_the_analysis_with_their_own_settings():
     assert analysis_spec(variant) == analysis_spec(spec_of("imc-reinit"))
     other = JobSpec(method="magnitude", dataset=DATASET, arch=ARCH, sparsity=FOUND, hparams={"finetune_lr_scale": 0.5})
     assert analysis_spec(other).hparams == {}  # other methods: IMC's defaults unless hparams are given
+
+
+CHANGED_SETTINGS = {
+    "pretrain_epochs": 8, "rewind_epoch": 3, "hessian_batch_size": 64, "hessian_batches": 2, "slq_runs": 4,
+    "slq_early_stop": False, "lanczos_steps": 50, "top_eigenvalues": 3, "top_eigenvalues_from": "power",
+    "power_iterations": 50, "power_tolerance": 1e-4, "lipschitz_p": 5.0, "lipschitz_delta": 0.1,
+    "lipschitz_samples": 8, "lipschitz_dtype": "float64", "hessian_change_iterations": 2, "lipschitz_override": 1.0,
+    "spectrum_count": "mass", "gap_resolution": 0.02, "max_sparsity": 0.9, "select": "slow-manifold",
+    "max_eigvecs": 32, "finetune_lr_scale": 0.5, "lipschitz_sweep_p": (2.0,), "lipschitz_sweep_delta": (0.01,),
+}
+KEYED_STAGES = (imc.PRETRAIN, imc.SAMPLE, imc.ANALYSIS, imc.SELECTION, imc.SWEEP)
+
+
+def stages_below(named: set[str]) -> set[str]:
+    """The keyed stages whose key holds a named stage's key (the stage itself and those below it)."""
+    def lineage(stage: str) -> set[str]:
+        parent = imc.STAGE_PARENTS.get(stage)
+        return {stage} | (lineage(parent) if parent else set())
+
+    named = {imc.ANALYSIS if stage == imc.EARLY_STOP else stage for stage in named}  # at slq_early_stop = True
+    return {stage for stage in KEYED_STAGES if lineage(stage) & named}
+
+
+def test_every_imc_setting_keys_exactly_the_stages_its_metadata_names():
+    """Each setting names the stages it changes (field metadata); changing it changes those stage keys and
+    the keys below them, no other; what the analysis job depends on follows the same names."""
+    from dataclasses import fields, replace
+
+    from bench.train import TrainSettings
+
+    spec, recipe = spec_of("imc-analysis"), TrainSettings(epochs=12)
+    base = imc.IMCSettings(rewind_epoch=5)
+    assert set(CHANGED_SETTINGS) == {item.name for item in fields(imc.IMCSettings)}, "a setting without a test value"
+    keys = imc.stage_keys(spec, recipe, base, 0.5)
+    for item in fields(imc.IMCSettings):
+        named = set(item.metadata["stages"])
+        assert named and named <= set(imc.STAGES), f"{item.name} names no known stage: {named}"
+        changed = replace(base, **{item.name: CHANGED_SETTINGS[item.name]})
+        assert changed != base
+        new_keys = imc.stage_keys(spec, recipe, changed, 0.5)
+        assert {stage for stage in KEYED_STAGES if new_keys[stage] != keys[stage]} == stages_below(named), item.name
+        requests = imc.pretraining_need(spec, recipe, changed).requests
+        assert (requests != imc.pretraining_need(spec, recipe, base).requests) == (imc.SNAPSHOTS in named), item.name
+        in_analysis_job = item.name in imc.analysis_hparams({item.name: CHANGED_SETTINGS[item.name]})
+        assert in_analysis_job == bool(named & set(imc.ANALYSIS_JOB_STAGES)), item.name

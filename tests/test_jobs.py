@@ -1,6 +1,7 @@
 """Job ids (pinned hashes), the job directory, skip-if-done, failure records."""
 
 import json
+import re
 
 import pytest
 
@@ -24,6 +25,43 @@ def test_job_hashes_are_pinned_and_defaults_do_not_rename():
                    train={"precision": "fp32"}).job_id == dense.job_id, "the default precision renames nothing"
     assert JobSpec(method="dense", dataset="cifar100", arch="resnet32", trial=2,
                    train={"precision": "bf16"}).job_id != dense.job_id, "bf16 is part of the job's identity"
+
+
+def test_a_method_version_other_than_1_renames_its_jobs_and_version_1_renames_none(monkeypatch):
+    """An author's version bump (here: set on the class, as the author's edit does) gives the method's jobs,
+    and the jobs at "found" that take s* from the bumped analysis, new ids; version 1 is the pinned ids."""
+    from methods.registry import found_provider, get_method
+
+    magnitude = JobSpec(method="magnitude", dataset="cifar100", arch="resnet32", trial=2, sparsity=0.5,
+                        train={"epochs": 3})
+    at_found = JobSpec(method="magnitude", dataset="cifar100", arch="resnet32", trial=2, sparsity="found")
+    pinned, found_id = magnitude.job_id, at_found.job_id
+    assert pinned == "magnitude-cifar100-resnet32-s0.5-t2-aacc103f96" == magnitude.job_id_at(1)
+    monkeypatch.setattr(get_method("magnitude"), "version", 2)
+    assert magnitude.job_id != pinned and magnitude.job_id_at(1) == pinned and magnitude.job_id == magnitude.job_id_at(2)
+    monkeypatch.setattr(get_method("magnitude"), "version", 1)
+    assert at_found.job_id == found_id
+    monkeypatch.setattr(found_provider(), "version", 2)
+    assert at_found.job_id != found_id and magnitude.job_id == pinned
+
+
+@pytest.mark.parametrize("attribute, value, says", [
+    ("sparsity_mode", "sweep", "sparsity_mode = 'sweep'; accepted: levels, rounds, none"),
+    ("version", 0, "version = 0; accepted: an integer >= 1"),
+    ("takes_sparsity", False, "takes no sparsity (takes_sparsity = False) but declares sparsity_mode = 'levels'"),
+])
+def test_a_method_class_declaring_a_bad_mode_or_version_does_not_register(attribute, value, says):
+    from methods.base import Method
+    from methods.registry import METHODS, register
+
+    class Declared(Method):
+        def run(self, context):
+            return []
+
+    setattr(Declared, attribute, value)
+    with pytest.raises(BenchError, match=f"method declared-probe.*{re.escape(says[:20])}") as raised:
+        register("declared-probe")(Declared)
+    assert says in str(raised.value) and "declared-probe" not in METHODS.names()
 
 
 @pytest.mark.parametrize("sparsity", [1.0, -0.1, 1.5, "half"])

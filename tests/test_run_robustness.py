@@ -23,7 +23,7 @@ from bench.atomic import load_checked
 from bench.executors import run_inline
 from bench.grid import PlannedJob
 from bench.jobs import _run_locked
-from bench.plans import record_plan, recorded_specs
+from bench.plans import record_plan, recorded_jobs
 from bench.spec import RunSettings
 from bench.stages import StageSpec, obtain, stage_lock
 from bench.store import DONE, FAILED, job_dir, job_lock, read_status, write_spec
@@ -104,7 +104,7 @@ def test_plan_json_keeps_every_run_of_processes_writing_at_once(tmp_path):
         process.start()
     for process in processes:
         process.join(120)
-    assert len(recorded_specs(tmp_path)) == 40
+    assert len(recorded_jobs(tmp_path)) == 40
 
 
 def test_a_job_waiting_for_an_analysis_another_run_holds_trains_once_it_is_done(tmp_path, capsys):

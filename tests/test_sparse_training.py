@@ -266,9 +266,11 @@ def test_resume_after_an_interruption_gives_the_same_masks_and_weights(kind, dig
 
 
 def test_job_writes_its_mask_updates_and_refuses_a_schedule_without_updates(tmp_path):
-    from tests.test_contract import run_method
+    from bench.check import run_job_here
+    from tests.test_contract import contract_spec
 
-    context, records = run_method("rigl", tmp_path)
+    run = run_job_here(contract_spec("rigl"), tmp_path)
+    context, records = run.context, run.records
     rows = list(csv.DictReader((context.job_dir / "mask_updates.csv").open()))
     assert records[0]["extra"]["mask_updates"] == len(rows) > 0
     assert records[0]["extra"]["weights_moved"] == sum(int(row["moved"]) for row in rows)

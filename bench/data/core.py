@@ -25,6 +25,7 @@ import torch
 from bench.atomic import CorruptFileError, load_checked, save_checked
 from bench.data_settings import DataSettings
 from bench.errors import BenchError
+from bench.plugins import DATASETS_GROUP
 from bench.registry import Registry
 
 
@@ -70,7 +71,7 @@ class Source:
     sizes: Callable[[DataSettings], tuple[int, int] | None] = unknown_sizes
 
 
-DATASETS: Registry[Source] = Registry("dataset")
+DATASETS: Registry[Source] = Registry("dataset", DATASETS_GROUP)
 
 _REDUCED = re.compile(r"^(?P<base>[\w.-]+?)@(?P<count>\d+(?:\.\d+)?)(?P<unit>k?)$")
 

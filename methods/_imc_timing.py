@@ -1,4 +1,4 @@
-"""`python -m methods.imc_timing RESULTS`: IMC's analysis time, old budget against new, from one run.
+"""`python -m methods._imc_timing RESULTS`: IMC's analysis time, old budget against new, from one run.
 
 Reads the `imc-analysis` records of a results folder (e.g. from `bench/grids/imc-defaults-digits.toml`,
 which runs each analysis twice on the same pretrained weights: at IMC's defaults and with
@@ -48,7 +48,7 @@ def describe(extra: dict) -> str:
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m methods.imc_timing", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m methods._imc_timing", description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="results folder holding imc-analysis jobs")
     args = parser.parse_args(argv)
     records = collect(args.results).records
