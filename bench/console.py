@@ -14,6 +14,8 @@ COMMANDS = {
     "status": ("bench.status", "where the jobs of a results folder stand"),
     "report": ("bench.report", "tables and figures from the job folders"),
     "perf": ("bench.perf", "what the harness and masks cost over bare PyTorch"),
+    "check": ("bench.check", "does a method keep the contract the harness relies on"),
+    "records": ("bench.records", "pack a results folder's records beside a report, or unpack them"),
 }
 
 

@@ -29,6 +29,10 @@
   compiled (`--compile-epochs` timed epochs each, after the compiled model's first epoch, whose extra time
   is the compile), and the evaluation graph's compile; then the seconds saved over a job of `--job-epochs`
   epochs against the seconds compiling costs (once per phase and process).
+- `report`: `bench.report --all-jobs` and `bench.status`, each in a fresh process, on `--folders` job
+  folders (default 10,000: the bare default grid's finished jobs copied over new trials, made once in
+  `--folders-dir`) and on half as many: wall seconds, seconds per 1,000 folders (flat when the cost is
+  linear) and peak memory (`bench.report_scale`).
 
 `--precision` takes a comma list (`fp32,bf16`): every measure runs in each precision, one after the other
 on the same data, and the end prints bf16's speed against fp32's (the epoch's with its test passes, and the
@@ -79,7 +83,7 @@ from bench.train import (
     optimizer_options,
 )
 
-MEASURES = ("epoch", "packing", "overhead", "compile")
+MEASURES = ("epoch", "packing", "overhead", "compile", "report")
 OLD_EVAL_BATCH_SIZE = 1000
 EPOCH_TARGET = 0.75
 
@@ -116,6 +120,10 @@ def main_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=20, help="overhead: training steps per timed epoch")
     parser.add_argument("--repeats", type=int, default=7, help="overhead: timed epochs per variant (median)")
     parser.add_argument("--compile-epochs", type=int, default=2, help="compile: timed epochs, eager and compiled")
+    parser.add_argument("--folders", type=int, default=10_000,
+                        help="report: job folders the report and status are timed on (and half as many)")
+    parser.add_argument("--folders-dir", help="report: where the job folders are made and kept for reuse "
+                                              "(default: report-scale/ in the cache folder)")
     return parser
 
 
@@ -150,7 +158,25 @@ def main(argv: list[str] | None = None) -> int:
             measured[precision] = measurement
             _store(args, name, precision, measurement)
     _compare_precisions(measured, steps)
+    if "report" in measures:
+        measure_report(args)
     return 0
+
+
+def measure_report(args: argparse.Namespace) -> None:
+    """`bench.report --all-jobs` and `bench.status` on `--folders` job folders and half as many (`bench.report_scale`)."""
+    from bench.data_settings import DataSettings
+    from bench.report_scale import TARGETS, measure
+
+    if args.folders < 2:
+        raise BenchError(f"--folders {args.folders}; accepted: an integer >= 2")
+    work = Path(args.folders_dir or DataSettings().resolved_cache_dir() / "report-scale")
+    rows = measure(args.folders, work)
+    print("| job folders | command | seconds | seconds per 1,000 folders | peak memory (MB) | target at 10,000 |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['folders']:,} | {row['command']} | {row['seconds']:.1f} | {row['seconds_per_1k']:.2f} | "
+              f"{row['peak_mb']:.0f} | {TARGETS[row['command']]} |")
 
 
 def _store(args: argparse.Namespace, name: str, precision: str, measurement: dict) -> None:

@@ -19,9 +19,12 @@ import sys
 import time
 from pathlib import Path
 
+from bench.errors import BenchError
 from bench.spec import JobSpec
 from bench.store import JOBS_FOLDER
 
+TARGETS = {"report": "<= 10 s, <= 500 MB", "status": "<= 2 s, <= 500 MB"}
+"""The issue's targets at 10,000 folders on the project's 2-core VM."""
 COPIED = ("spec.json", "status.json", "metrics.json", "epochs.csv", "layers.csv", "provenance.json")
 
 
@@ -29,7 +32,7 @@ def make_folders(source: Path, target: Path, folders: int) -> int:
     """Fill `target/jobs` with `folders` job folders copied from `source/jobs` over new trials; return the count."""
     originals = sorted(path for path in (Path(source) / JOBS_FOLDER).iterdir() if (path / "metrics.json").exists())
     if not originals:
-        raise SystemExit(f"no finished job under {source}/{JOBS_FOLDER} to copy")
+        raise BenchError(f"no finished job under {source}/{JOBS_FOLDER} to copy")
     jobs_root = Path(target) / JOBS_FOLDER
     jobs_root.mkdir(parents=True, exist_ok=True)
     made, trial = 0, 0
@@ -65,7 +68,7 @@ def timed(command: list[str]) -> tuple[float, float]:
     _, status, usage = os.wait4(pid, 0)
     seconds = time.perf_counter() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
+        raise BenchError(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
     return seconds, usage.ru_maxrss / 1024
 
 

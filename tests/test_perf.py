@@ -54,3 +54,21 @@ def test_bf16_support_is_read_from_the_cpu_flags(tmp_path: Path) -> None:
 def test_precisions_are_a_checked_comma_list(capsys: pytest.CaptureFixture) -> None:
     assert perf_main(["--device", "cpu", "--precision", "fp32,fp16", "--measure", "overhead"]) == 2
     assert "--precision 'fp32,fp16'; accepted: a comma list of fp32, bf16" in capsys.readouterr().err
+
+
+def test_report_scale_times_report_and_status_on_copied_folders(tmp_path):
+    from bench.report_scale import make_folders, measure
+    from tests.test_report import record, spec, write_job
+
+    source = tmp_path / "source"
+    for trial in range(2):
+        for method, sparsity in (("dense", None), ("snip", 0.5)):
+            job = spec(method, trial, sparsity)
+            write_job(source, job, [record(job, 0.8, sparsity or 0.0)])
+    assert make_folders(source, tmp_path / "made", 6) == 6
+    assert len(list((tmp_path / "made" / "jobs").iterdir())) == 6  # copies get ids of their own
+    rows = measure(4, tmp_path / "work", source=source)
+    assert [(row["folders"], row["command"]) for row in rows] == [(2, "report"), (2, "status"), (4, "report"),
+                                                                   (4, "status")]
+    assert all(row["seconds"] > 0 and row["peak_mb"] > 0 for row in rows)
+    assert (tmp_path / "work" / "folders-4" / "report" / "README.md").exists()
