@@ -422,7 +422,8 @@ def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
             axis.set_xlabel(f"accuracy − {PAPER_NAMES.get(against, against)} (points)")
             axis.grid(axis="x", alpha=0.3)
         n_max = int(point.n.max())
-        figure.suptitle(f"{dataset}, {arch}, sparsity {level}: paired differences over {n_max} trial(s), 95% t-interval"
-                        " (red: excludes 0)", fontsize=9)
+        what = ("1 trial: no interval exists" if n_max < 2 else
+                f"up to {n_max} trials, 95% t-interval (red: excludes 0)")
+        figure.suptitle(f"{dataset}, {arch}, sparsity {level}\npaired differences by trial, {what}", fontsize=9)
         paths += save(figure, folder, f"paired-differences-{dataset}-{arch}-{level}")
     return paths
