@@ -25,6 +25,8 @@ computed by the first job that needs it, under its lock, and the others load it 
   one array task runs N jobs at once on its GPU (`SpecJobGroup`: one spawned process per job), and
   `--cuda-mps` starts the CUDA MPS daemon in the allocation so that their kernels share the GPU.
 
+`bench.executor_registry` puts the three behind one interface (`Executor.submit`) that `bench.run` looks up by name.
+
 The job's Python is the submitter's `sys.executable`; the job's working directory and `PYTHONPATH`
 are set to this checkout's root (quoted: a path with a space works), so it imports the same code as
 the submitter (an editable install elsewhere does not win).
@@ -67,7 +69,6 @@ from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
 from bench.threads import available_cores, oversubscription, threads_per_job, use_threads
 from bench.tracking import JobState, append_jobs_log, job_states
 
-EXECUTORS = ("inline", "local", "slurm")
 DEFAULT_MAX_ARRAY_SIZE = 1000
 Printer = Callable[[str], None]
 

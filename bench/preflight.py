@@ -27,11 +27,11 @@ from bench.data.core import cache_path
 from bench.errors import BenchError
 from bench.grid import Grid, GridPart, PlannedJob
 from bench.jobs import method_for, train_settings_for
+from bench.settings_build import build_settings
 from bench.spec import RunSettings
 from bench.stages import STAGES_FOLDER
 from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
-from methods.base import build_settings
 
 
 def check_grid(grid: Grid) -> None:
