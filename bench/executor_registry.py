@@ -3,9 +3,9 @@
 
 Each executor (the code is in `bench.executors`: inline, local, slurm) is called the same way,
 `submit(planned, results, run, options)`, and declares the command-line flags only it reads (`flags`)
-and the lines refusing other executors' flags that it would ignore (`refused`), so that `bench.run`
-refuses a flag the chosen executor would ignore (one line naming what to use instead) without naming
-any executor. A new executor is a subclass registered under its name.
+and the lines refusing other executors' flags that it would ignore (`refused`, `check_packing`,
+`check_options`), so that `bench.run` refuses a flag the chosen executor would ignore (one line naming
+what to use instead) without naming any executor. A new executor is a subclass registered under its name.
 """
 
 from __future__ import annotations
@@ -48,6 +48,11 @@ class Executor(ABC):
     """True: `submit` returns once every job has finished (`bench.run` prints the summary); False: once
     the jobs are submitted."""
 
+    def check_packing(self, device: str, jobs_per_gpu: int) -> None:
+        """Refuse a `--jobs-per-gpu` this executor would ignore (before any job starts)."""
+        if jobs_per_gpu < 1:
+            raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}; accepted: an integer >= 1")
+
     def check_options(self, options: ExecutorOptions) -> None:
         """A one-line `BenchError` for options this executor cannot honour (before any job is written)."""
         return None
@@ -71,6 +76,11 @@ class InlineExecutor(Executor):
     refused = {"workers": "--workers sizes the local pool, which --executor inline does not use; accepted: "
                           "--executor local --workers N, or no --workers"}
 
+    def check_packing(self, device: str, jobs_per_gpu: int) -> None:
+        super().check_packing(device, jobs_per_gpu)
+        if jobs_per_gpu > 1:
+            raise BenchError("--jobs-per-gpu needs --executor local or slurm; accepted with inline: 1")
+
     def submit(self, planned: list[PlannedJob], results: Path, run: RunSettings, options: ExecutorOptions) -> Outcome:
         if options.threads_per_job is not None:
             use_threads(options.threads_per_job)
@@ -81,6 +91,10 @@ class InlineExecutor(Executor):
 class LocalExecutor(Executor):
     """A pool of worker processes on this machine (`bench.executors.run_local`)."""
 
+    def check_packing(self, device: str, jobs_per_gpu: int) -> None:
+        super().check_packing(device, jobs_per_gpu)
+        if jobs_per_gpu > 1 and not device.startswith("cuda"):
+            raise BenchError(f"--jobs-per-gpu shares GPUs, but the device is {device}; accepted on the CPU: --workers N")
 
     def submit(self, planned: list[PlannedJob], results: Path, run: RunSettings, options: ExecutorOptions) -> Outcome:
         return run_local(planned, results, run, workers=options.workers, retry_failed=options.retry_failed,

@@ -386,19 +386,6 @@ def _lost_workers(running: dict[concurrent.futures.Future, str], lost: set[str],
     return again
 
 
-def check_packing(executor: str, device: str, jobs_per_gpu: int, cuda_mps: bool) -> None:
-    """Refuse `--jobs-per-gpu` / `--cuda-mps` where they would be ignored (before any job starts)."""
-    if jobs_per_gpu < 1:
-        raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}; accepted: an integer >= 1")
-    if jobs_per_gpu > 1 and executor == "inline":
-        raise BenchError("--jobs-per-gpu needs --executor local or slurm; accepted with inline: 1")
-    if jobs_per_gpu > 1 and executor == "local" and not device.startswith("cuda"):
-        raise BenchError(f"--jobs-per-gpu shares GPUs, but the device is {device}; accepted on the CPU: --workers N")
-    if cuda_mps and executor != "slurm":
-        raise BenchError("--cuda-mps starts MPS inside SLURM allocations; accepted: --executor slurm (for local "
-                         "runs start it yourself: nvidia-cuda-mps-control -d)")
-
-
 def gpu_slots(gpus: int, workers: int | None, jobs_per_gpu: int) -> list[int]:
     """The GPU index of each local worker: `jobs_per_gpu` per GPU (at most `workers` in all), round-robin."""
     count = gpus * jobs_per_gpu if workers is None else min(workers, gpus * jobs_per_gpu)

@@ -30,7 +30,7 @@ from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
 from bench.executor_registry import EXECUTORS, Executor, ExecutorOptions, executor_flags
-from bench.executors import SlurmSettings, check_packing
+from bench.executors import SlurmSettings
 from bench.grid import Grid, PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
 from bench.method_identity import superseded_lines
 from bench.plans import record_plan
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in superseded_lines(planned, results):
         print(line)
     data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
-    check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
+    executor = EXECUTORS.get(args.executor)()
+    executor.check_packing(device, args.jobs_per_gpu)
     _say_if_bf16_is_slow(planned, device)
     if args.dry_run:
         listed = _dry_run(planned, results)
@@ -156,13 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_every < 0:
         raise BenchError(f"--log-every {args.log_every}; accepted: an integer >= 0 (0: no epoch lines)")
     check_loggers(tuple(args.log))
-    executor = EXECUTORS.get(args.executor)()
     options = executor_options(args, grid.name)
     executor.check_options(options)
     if args.threads_per_job is not None:
         threads_per_job(1, args.threads_per_job)  # the one-line error for a bad value, before any work
     run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
-    preflight.check_run(planned, results, run, args.executor)
+    preflight.check_run(planned, results, run, executor.runs_here)
     record_plan(results, args.grid, plan_overrides(args), planned, quick=any(part.quick for part in grid.parts))
     outcome = executor.submit(planned, results, run, options)
     if executor.runs_to_the_end:
