@@ -17,8 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from bench.data import DeviceData
+from bench.job_context import JobContext
 from bench.masks import Masks, prunable_parameters
-from methods.base import JobContext, Method, Pruner
+from methods.base import Method, Pruner
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Gradients = dict[str, torch.Tensor]

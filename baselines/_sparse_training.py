@@ -32,10 +32,11 @@ from torch import nn
 from bench.ablations import NO_ABLATION
 from bench.atomic import write_text
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.layer_density import DISTRIBUTIONS, ERK, check_distribution, random_distribution_masks
 from bench.mask_updates import EVENT_COLUMNS, MaskUpdater
 from bench.masks import Masks, layerwise_count_mask, prunable_parameters
-from methods.base import JobContext, Method
+from methods.base import Method
 
 MASK_UPDATES_FILE = "mask_updates.csv"
 ANNEALS = ("cosine", "constant")

@@ -39,11 +39,12 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from bench.atomic import load_checked, save_checked
+from bench.job_context import JobContext
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.spec import JobSpec
 from bench.stages import StageNeed, StageSpec, load_value, recipe_key
 from bench.train import TrainSettings, autocast, load_latest_checkpoint, write_checkpoint
-from methods.base import JobContext, Method, PlannedPhase
+from methods.base import Method, PlannedPhase
 from methods.registry import register
 
 SEARCH_STAGE = "cs-search"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.job_context import JobContext
 from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
-from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method, PlannedPhase, planned_trajectory
+from bench.trajectory import planned_trajectory, trajectory_need
+from methods.base import Method, PlannedPhase
 from methods.registry import register
 
 

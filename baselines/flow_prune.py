@@ -40,8 +40,9 @@ from baselines._scoring import (
     scoring_batches,
 )
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.masks import Masks, global_mask, prunable_parameters
-from methods.base import JobContext, Method
+from methods.base import Method
 from methods.registry import register
 
 MEASURES = ("biased_loss", "loss_based", "mag_based", "grasp", "grad_preserve")

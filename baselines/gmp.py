@@ -34,10 +34,10 @@ from baselines._sparse_training import (
     gmp_sparsity,
 )
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.layer_density import model_sparsities, zeros_count
 from bench.mask_updates import MaskUpdater
 from bench.masks import Masks, layerwise_count_mask, ones_masks, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from baselines._scoring import Batch, PruneAtInit, bn_mode, class_balanced_sample, hessian_gradient_product
+from bench.job_context import JobContext
 from bench.masks import Masks, global_mask, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 FEW_CLASSES = 10

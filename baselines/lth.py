@@ -39,12 +39,14 @@ from typing import Any
 from torch import nn
 
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.masks import global_mask, magnitude_scores
+from bench.record_check import SPARSITY_TOLERANCE
 from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
-from bench.trajectory import trajectory_need
-from methods.base import SPARSITY_TOLERANCE, JobContext, Method, PlannedPhase, planned_trajectory
+from bench.trajectory import planned_trajectory, trajectory_need
+from methods.base import Method, PlannedPhase
 from methods.registry import register
 
 REWIND_SCHEDULES = ("restart", "resume")

@@ -14,12 +14,13 @@ from typing import Any
 
 from torch import nn
 
+from bench.job_context import JobContext
 from bench.masks import Masks, global_mask, magnitude_scores
 from bench.spec import JobSpec
 from bench.stages import StageNeed
 from bench.train import TrainSettings
-from bench.trajectory import trajectory_need
-from methods.base import JobContext, Method, PlannedPhase, Pruner, planned_trajectory
+from bench.trajectory import planned_trajectory, trajectory_need
+from methods.base import Method, PlannedPhase, Pruner
 from methods.registry import register
 
 

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from baselines._sparse_training import Clock, DropGrowSettings, DropGrowUpdater, SparseTraining, initial_masks
+from bench.job_context import JobContext
 from bench.mask_updates import MaskUpdater
-from methods.base import JobContext
 from methods.registry import register
 
 

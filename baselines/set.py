@@ -42,9 +42,9 @@ from baselines._sparse_training import (
     random_scores,
 )
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.mask_updates import MaskUpdater
 from bench.masks import Masks, layerwise_count_mask, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 REWIRINGS = ("rigl", "per-epoch")

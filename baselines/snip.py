@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from baselines._scoring import Batch, PruneAtInit, bn_mode, loss_gradients, scoring_batches
+from bench.job_context import JobContext
 from bench.masks import Masks, global_mask, prunable_parameters
-from methods.base import JobContext
 from methods.registry import register
 
 

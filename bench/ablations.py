@@ -9,7 +9,7 @@ Are We Missing the Mark?", section 5), as a setting of a job (`JobSpec.ablation`
 - `invert`: every exact-count threshold of the job keeps the *lowest* scores instead of the highest
   (`bench.masks.keep_lowest`), at the same sparsity.
 
-The job's context (`methods.base.JobContext`) applies them where every mask passes: `shuffle` and
+The job's context (`bench.job_context.JobContext`) applies them where every mask passes: `shuffle` and
 `reinit` when a mask is handed to the training loop, `invert` around the method's whole run; a method
 declares which ablations it takes (`Method.ablations`), and a job whose ablation changed nothing fails.
 """

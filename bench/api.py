@@ -33,7 +33,8 @@ from bench.errors import BenchError, check_sparsity
 from bench.layer_density import ERK, check_distribution, random_distribution_masks
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.masks import apply_masks as zero_pruned
-from methods.base import NoSettings, Pruner, build_settings
+from bench.settings_build import build_settings
+from methods.base import NoSettings, Pruner
 
 RANDOM = "random"
 RANDOM_ERK = "random-erk"

@@ -3,7 +3,7 @@
 Runs the method (with its `quick_hparams`) on the offline data (`digits@300`, 8x8 images) with a tiny
 architecture (`resnet8`) at two sparsities (one job where the method takes none or finds its own), each
 in a fresh results folder, and checks what the harness builds on:
-- every record complete (`methods.base.RECORD_FIELDS`) and the achieved sparsity within 0.005 of the
+- every record complete (`bench.record_check.RECORD_FIELDS`) and the achieved sparsity within 0.005 of the
   request (not for methods that find their sparsity; an iterative method's last round);
 - the mask binary and shaped like the weights, and the pruned weights still exactly zero after training;
 - a `Pruner` (a mask without training) leaves the model it scores unchanged, BatchNorm statistics included;
@@ -32,8 +32,9 @@ from bench.cli import guarded
 from bench.errors import BenchError, check_sparsity
 from bench.jobs import make_context
 from bench.masks import Masks, prunable_parameters
+from bench.record_check import check_record
 from bench.spec import JobSpec, RunSettings
-from methods.base import Pruner, check_record
+from methods.base import Pruner
 from methods.registry import get_method
 
 DATASET = "digits@300"

@@ -86,7 +86,7 @@ def job_cost(spec: JobSpec, results: Path, data: DataSettings, counted_stages: d
     """The cost of one job: its own phases, and of its shared stages what `counted_stages` (stage ->
     epochs and test passes counted so far, updated here) does not hold yet; or why it cannot be counted."""
     from bench.jobs import train_settings_for
-    from methods.base import build_settings
+    from bench.settings_build import build_settings
     from methods.registry import get_method
 
     sizes = dataset_sizes(spec.dataset, data)

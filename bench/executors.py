@@ -25,6 +25,8 @@ computed by the first job that needs it, under its lock, and the others load it 
   one array task runs N jobs at once on its GPU (`SpecJobGroup`: one spawned process per job), and
   `--cuda-mps` starts the CUDA MPS daemon in the allocation so that their kernels share the GPU.
 
+`bench.executor_registry` puts the three behind one interface (`Executor.submit`) that `bench.run` looks up by name.
+
 The job's Python is the submitter's `sys.executable`; the job's working directory and `PYTHONPATH`
 are set to this checkout's root (quoted: a path with a space works), so it imports the same code as
 the submitter (an editable install elsewhere does not win).
@@ -67,7 +69,6 @@ from bench.store import DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, read_status
 from bench.threads import available_cores, oversubscription, threads_per_job, use_threads
 from bench.tracking import JobState, append_jobs_log, job_states
 
-EXECUTORS = ("inline", "local", "slurm")
 DEFAULT_MAX_ARRAY_SIZE = 1000
 Printer = Callable[[str], None]
 
@@ -383,19 +384,6 @@ def _lost_workers(running: dict[concurrent.futures.Future, str], lost: set[str],
     echo(f"    a worker process died; running {len(again)} job(s) again in a new pool" if again else
          "    a worker process died")
     return again
-
-
-def check_packing(executor: str, device: str, jobs_per_gpu: int, cuda_mps: bool) -> None:
-    """Refuse `--jobs-per-gpu` / `--cuda-mps` where they would be ignored (before any job starts)."""
-    if jobs_per_gpu < 1:
-        raise BenchError(f"--jobs-per-gpu {jobs_per_gpu}; accepted: an integer >= 1")
-    if jobs_per_gpu > 1 and executor == "inline":
-        raise BenchError("--jobs-per-gpu needs --executor local or slurm; accepted with inline: 1")
-    if jobs_per_gpu > 1 and executor == "local" and not device.startswith("cuda"):
-        raise BenchError(f"--jobs-per-gpu shares GPUs, but the device is {device}; accepted on the CPU: --workers N")
-    if cuda_mps and executor != "slurm":
-        raise BenchError("--cuda-mps starts MPS inside SLURM allocations; accepted: --executor slurm (for local "
-                         "runs start it yourself: nvidia-cuda-mps-control -d)")
 
 
 def gpu_slots(gpus: int, workers: int | None, jobs_per_gpu: int) -> list[int]:

@@ -219,8 +219,9 @@ def _method_class(name: str, why: str = "") -> type:
 def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     """The spec with settings validated and those equal to their defaults dropped."""
     from bench.jobs import train_settings_for
+    from bench.settings_build import build_settings
     from bench.train import TrainSettings
-    from methods.base import build_settings, check_ablation
+    from methods.base import check_ablation
 
     method_class = _method_class(spec.method, why)
     check_ablation(method_class, spec.ablation)

@@ -46,9 +46,12 @@ from bench.data import DataSettings, DeviceData, load_dataset
 from bench.epoch_logs import epoch_listeners
 from bench.errors import BenchError, DivergedError
 from bench.found import found_sparsity
+from bench.job_context import JobContext
 from bench.method_identity import methods_used
 from bench.provenance import provenance
+from bench.record_check import check_record
 from bench.safe_paths import LinkOutError, check_tree
+from bench.settings_build import build_settings
 from bench.spec import FOUND, JobSpec, RunSettings
 from bench.stages import StageNeed, request
 from bench.store import (
@@ -62,7 +65,7 @@ from bench.store import (
     stored_job_id,
 )
 from bench.train import EpochLog, Trainer, TrainSettings
-from methods.base import JobContext, Method, build_settings, check_ablation, check_record
+from methods.base import Method, check_ablation
 from methods.registry import get_method
 
 TRACEBACK_LINES = 25

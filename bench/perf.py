@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     precisions = _precisions(args.precision)
     packing = _packing(args.packing) if "packing" in measures else []
     torch.set_num_threads(args.threads)
-    from methods.base import device_name
+    from bench.devices import device_name
 
     name = device_name(device)
     print(f"device {device} ({name}), {args.threads} threads, {args.arch}, batch {args.batch_size}, "

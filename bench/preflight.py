@@ -27,11 +27,11 @@ from bench.data.core import cache_path
 from bench.errors import BenchError
 from bench.grid import Grid, GridPart, PlannedJob
 from bench.jobs import method_for, train_settings_for
+from bench.settings_build import build_settings
 from bench.spec import RunSettings
 from bench.stages import STAGES_FOLDER
 from bench.store import JOBS_FOLDER
 from bench.train import TrainSettings
-from methods.base import build_settings
 
 
 def check_grid(grid: Grid) -> None:
@@ -49,8 +49,9 @@ def _check_part(part: GridPart) -> None:
     build_settings(TrainSettings, part.train, f"{where} training")
 
 
-def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, executor: str) -> None:
-    """Everything a run needs that can be checked here, before the executor writes a job folder."""
+def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, runs_here: bool) -> None:
+    """Everything a run needs that can be checked here, before the executor writes a job folder; the decoded
+    data and the device only where the jobs run on this machine (`runs_here`; not SLURM jobs)."""
     _check_results(Path(results))
     for job in planned:
         build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
@@ -58,8 +59,8 @@ def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, execut
         method.stage_needs(job.spec, recipe)  # e.g. a rewind epoch past the dense run
         method.check_job(job.spec, recipe)  # e.g. rounds that cannot reach the requested sparsity
     for name in dict.fromkeys(job.spec.dataset for job in planned):
-        _check_dataset(name, run, decode=executor != "slurm")
-    if executor != "slurm":
+        _check_dataset(name, run, decode=runs_here)
+    if runs_here:
         _check_device(run.device)
 
 

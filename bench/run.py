@@ -29,14 +29,15 @@ from bench.cpu_support import bf16_support
 from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
-from bench.executors import EXECUTORS, SlurmSettings, check_packing, run_inline, run_local, submit_slurm
+from bench.executor_registry import EXECUTORS, Executor, ExecutorOptions, executor_flags
+from bench.executors import SlurmSettings
 from bench.grid import Grid, PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
 from bench.method_identity import superseded_lines
 from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
 from bench.spec import JobSpec, RunSettings
 from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
-from bench.threads import threads_per_job, use_threads
+from bench.threads import threads_per_job
 from bench.throughput import perf_path, read_throughputs
 from bench.tracking import NEW, job_states
 
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--filter", action="append", metavar="KEY=VALUE",
                         help="select jobs: method, dataset, arch, trial, sparsity, train.<field>, hparams.<setting>; "
                              "comma-separated values are alternatives; repeat to combine (jobs they wait for are kept)")
-    parser.add_argument("--executor", default="inline", choices=EXECUTORS,
+    parser.add_argument("--executor", default="inline", choices=EXECUTORS.names(),
                         help="inline: this process; local: a pool of worker processes; slurm: submit and return")
     parser.add_argument("--workers", type=int, help="local pool size (default: one per GPU, else half the CPUs)")
     parser.add_argument("--threads-per-job", type=int, metavar="N",
@@ -143,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in superseded_lines(planned, results):
         print(line)
     data = DataSettings(data_root=args.data_root, download=args.download, cache_dir=args.cache_dir)
-    check_packing(args.executor, device, args.jobs_per_gpu, args.cuda_mps)
+    executor = EXECUTORS.get(args.executor)()
+    executor.check_packing(device, args.jobs_per_gpu)
     _say_if_bf16_is_slow(planned, device)
     if args.dry_run:
         listed = _dry_run(planned, results)
@@ -155,36 +157,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_every < 0:
         raise BenchError(f"--log-every {args.log_every}; accepted: an integer >= 0 (0: no epoch lines)")
     check_loggers(tuple(args.log))
+    options = executor_options(args, grid.name)
+    executor.check_options(options)
     if args.threads_per_job is not None:
-        if args.executor == "slurm":
-            raise BenchError("--threads-per-job is not used by --executor slurm; accepted there: --cpus-per-job N "
-                             "(each job runs that many threads)")
         threads_per_job(1, args.threads_per_job)  # the one-line error for a bad value, before any work
     run = RunSettings(device=device, data=data, log_every=args.log_every, log=tuple(dict.fromkeys(args.log)))
-    preflight.check_run(planned, results, run, args.executor)
+    preflight.check_run(planned, results, run, executor.runs_here)
     record_plan(results, args.grid, plan_overrides(args), planned, quick=any(part.quick for part in grid.parts))
-    if args.executor == "slurm":
-        settings = SlurmSettings(
-            partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
-            mem_gb=args.mem_gb, time_min=args.time_min, array_parallelism=args.array_parallelism,
-            setup=tuple(args.slurm_setup), constraint=args.constraint, max_num_timeout=args.max_num_timeout,
-            max_array_size=args.max_array_size, job_name=f"prunebench-{grid.name}", jobs_per_gpu=args.jobs_per_gpu,
-            cuda_mps=args.cuda_mps)
-        outcome = submit_slurm(planned, results, run, settings, retry_failed=args.retry_failed)
-        for job_id, why in outcome.blocked.items():
-            print(f"not submitted: {job_id}: {why}")
-        print(f"{len(outcome.submitted)} job(s) submitted, {len(planned)} in the plan; "
-              f"watch: python -m bench.status --results {results}")
-        return 1 if outcome.blocked else 0
-    if args.executor == "local":
-        outcome = run_local(planned, results, run, workers=args.workers, retry_failed=args.retry_failed,
-                            jobs_per_gpu=args.jobs_per_gpu, threads=args.threads_per_job)
-    else:
-        if args.threads_per_job is not None:
-            use_threads(args.threads_per_job)
-        outcome = run_inline(planned, results, run, retry_failed=args.retry_failed)
-    print(summary_table([job.spec for job in planned], results))
-    return 1 if outcome.failed else 0
+    outcome = executor.submit(planned, results, run, options)
+    if executor.runs_to_the_end:
+        print(summary_table([job.spec for job in planned], results))
+    return executor.exit_status(outcome)
 
 
 def _quick(args: argparse.Namespace) -> bool | None:
@@ -205,26 +188,33 @@ def quick_note(grid: Grid) -> str:
             "name --methods, --dataset or --sparsity (without --quick) for the full defaults")
 
 
-SLURM_FLAGS = ("partition", "constraint", "max_array_size", "gpus_per_job", "cpus_per_job", "mem_gb", "time_min",
-               "array_parallelism", "slurm_setup", "max_num_timeout", "cuda_mps")
-"""Flags that only the slurm executor reads: given to another, they are an error, not silently ignored."""
+def executor_options(args: argparse.Namespace, grid_name: str) -> ExecutorOptions:
+    """What the command line gives the executor besides the plan."""
+    slurm = SlurmSettings(
+        partition=args.partition, gpus_per_job=args.gpus_per_job, cpus_per_job=args.cpus_per_job,
+        mem_gb=args.mem_gb, time_min=args.time_min, array_parallelism=args.array_parallelism,
+        setup=tuple(args.slurm_setup), constraint=args.constraint, max_num_timeout=args.max_num_timeout,
+        max_array_size=args.max_array_size, job_name=f"prunebench-{grid_name}", jobs_per_gpu=args.jobs_per_gpu,
+        cuda_mps=args.cuda_mps)
+    return ExecutorOptions(retry_failed=args.retry_failed, workers=args.workers, threads_per_job=args.threads_per_job,
+                           jobs_per_gpu=args.jobs_per_gpu, slurm=slurm)
 
 
 def check_executor_flags(args: argparse.Namespace) -> None:
-    """Refuse flags that the chosen executor would ignore (`--workers` inline, SLURM flags with local or
-    inline: any SLURM flag changed from its default)."""
-    if args.executor == "inline" and args.workers is not None:
-        raise BenchError("--workers sizes the local pool, which --executor inline does not use; accepted: "
-                         "--executor local --workers N, or no --workers")
-    if args.executor == "slurm" and args.workers is not None:
-        raise BenchError("--workers sizes the local pool; accepted with --executor slurm: --array-parallelism N")
-    if args.executor == "slurm":
-        return
+    """Refuse flags that the chosen executor would ignore: those it refuses by name (`--workers` inline or
+    slurm), and another executor's own flags changed from their defaults (SLURM flags with local or inline)."""
+    executor: type[Executor] = EXECUTORS.get(args.executor)
+    for flag, line in executor.refused.items():
+        if getattr(args, flag) is not None:
+            raise BenchError(line)
     defaults = build_parser().parse_args([])
-    given = [f"--{name.replace('_', '-')}" for name in SLURM_FLAGS if getattr(args, name) != getattr(defaults, name)]
-    if given:
-        raise BenchError(f"{', '.join(given)} only apply to --executor slurm, not {args.executor}; accepted: "
-                         "--executor slurm, or leave them out")
+    others = {flag: owner for flag, owner in executor_flags().items() if owner != args.executor
+              and getattr(args, flag) != getattr(defaults, flag)}
+    if others:
+        owner = next(iter(others.values()))
+        given = [f"--{flag.replace('_', '-')}" for flag, named in others.items() if named == owner]
+        raise BenchError(f"{', '.join(given)} only apply to --executor {owner}, not {args.executor}; accepted: "
+                         f"--executor {owner}, or leave them out")
 
 
 PLAN_FLAGS = ("dataset", "arch", "methods", "trials", "epochs", "sparsity", "image_size", "ablation", "settings",
@@ -239,8 +229,8 @@ def plan_overrides(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _device(args: argparse.Namespace) -> str:
-    """The training device. SLURM jobs run elsewhere: the name is checked, not this machine's GPUs."""
-    if args.executor != "slurm":
+    """The training device. Jobs that run elsewhere (SLURM): the name is checked, not this machine's GPUs."""
+    if EXECUTORS.get(args.executor).runs_here:
         return resolve_device(args.device)
     if args.device == "auto":
         return "cuda" if args.gpus_per_job else "cpu"

@@ -53,7 +53,7 @@ def _field_names(settings_class: type) -> list[str]:
 
 def _checked(settings_class: type, name: str, value: Any, owner: str) -> Any:
     """The value as its dataclass stores it (type converted, `__post_init__` passed)."""
-    from methods.base import build_settings
+    from bench.settings_build import build_settings
 
     try:
         return getattr(build_settings(settings_class, {name: value}, owner), name)

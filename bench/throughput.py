@@ -10,7 +10,7 @@ image-passes into device-hours. Layout:
         "measured": "<UTC time>", "host": "<hostname>", "machine": "<CPU model, cores>",
         "torch": "<version>", ...}}}}
 
-The device name is the one job records carry (`methods.base.device_name`: the GPU's name, or the CPU
+The device name is the one job records carry (`bench.devices.device_name`: the GPU's name, or the CPU
 with its thread count), so a measurement applies to the jobs that ran on that device.
 """
 

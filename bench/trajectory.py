@@ -45,6 +45,7 @@ from bench.masks import Masks
 from bench.spec import JobSpec
 from bench.stages import RESULT_FILE, StageNeed, StageSpec, load_value, recipe_key, requested, stage_lock
 from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
+from methods.base import PlannedPhase
 
 TRAJECTORY_STAGE = "dense-trajectory"
 TRAJECTORY_VERSION = 1
@@ -178,3 +179,8 @@ class Trajectory:
         if epoch == self.run.recipe.epochs:
             return self.final_state
         return self.snapshot(epoch)["model"]
+
+
+def planned_trajectory(spec: JobSpec, recipe: TrainSettings) -> PlannedPhase:
+    """The dense trajectory as a method's `planned_phases` gives it to the cost: once per stage."""
+    return PlannedPhase.training(recipe, stage=trajectory_stage(spec, recipe).label)

@@ -92,6 +92,7 @@ from baselines.lth import IterativeMagnitudePruning, RoundStart, round_sparsity
 from bench.data import DATASETS, DataSettings, DeviceData, ImageData
 from bench.data.core import Source, channel_stats
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.mask_updates import MaskUpdater
 from bench.masks import (
     Masks,
@@ -106,7 +107,7 @@ from bench.masks import (
 )
 from bench.models import ARCHS, ModelInput
 from bench.train import Evaluation, TrainSettings
-from methods.base import JobContext, Method, NoSettings, PlannedPhase, Pruner
+from methods.base import Method, NoSettings, PlannedPhase, Pruner
 from methods.registry import register
 
 register_arch = ARCHS.register

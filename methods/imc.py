@@ -56,12 +56,13 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.job_context import JobContext
 from bench.masks import Masks, apply_masks, global_mask, magnitude_scores, masks_to, ones_masks
 from bench.spec import JobSpec
 from bench.stages import StageNeed, StageResult, StageSpec, recipe_key
 from bench.train import Evaluation, TrainSettings, evaluate
 from bench.trajectory import trajectory_need, trajectory_stage
-from methods.base import JobContext, Method, PlannedPhase
+from methods.base import Method, PlannedPhase
 from methods.registry import register
 from methods.spectrum import (
     SECANT_DTYPES,

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from baselines.dense import Dense
-from methods.base import JobContext, Method
+from bench.job_context import JobContext
+from methods.base import Method
 from methods.registry import METHODS, register
 
 LEVEL_METHODS = ("flow-prune", "snip", "synflow", "grasp", "sanity-check", "continuous-sparsification")

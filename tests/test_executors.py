@@ -146,3 +146,18 @@ def test_local_workers_share_the_cores_and_record_their_threads(tmp_path: Path,
         threads_per_job(2)
     with pytest.raises(BenchError, match="--threads-per-job 0; accepted"):
         threads_per_job(2, 0)
+
+
+def test_every_executor_is_registered_and_names_real_flags() -> None:
+    """`bench.run` looks the executor up by name; the flags each declares (its own, and those it refuses)
+    are flags of `bench.run`, so the check of ignored flags cannot miss one through a misspelling."""
+    from bench.executor_registry import EXECUTORS, Executor
+    from bench.run import build_parser
+
+    assert EXECUTORS.names() == ["inline", "local", "slurm"]
+    destinations = set(vars(build_parser().parse_args([])))
+    for name in EXECUTORS.names():
+        executor = EXECUTORS.get(name)
+        assert issubclass(executor, Executor)
+        assert set(executor.flags) | set(executor.refused) <= destinations, name
+    assert not EXECUTORS.get("slurm").runs_here and not EXECUTORS.get("slurm").runs_to_the_end

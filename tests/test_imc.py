@@ -11,11 +11,11 @@ import torch
 from bench.atomic import load_checked
 from bench.errors import BenchError
 from bench.found import analysis_spec, found_sparsity
+from bench.job_context import JobContext
 from bench.jobs import make_context, run_job
 from bench.spec import FOUND, JobSpec, RunSettings
 from bench.store import DONE, job_dir, read_metrics, write_spec
 from methods import imc
-from methods.base import JobContext
 
 DATASET, ARCH = "digits@300", "resnet8"
 TRAIN = {"epochs": 3}

@@ -13,11 +13,11 @@ import torch
 from baselines.continuous_sparsification import soft_masks, ticket_masks
 from baselines.lth import round_sparsity, rounds_for
 from bench.atomic import load_checked
+from bench.job_context import JobContext
 from bench.models import ModelInput, build_model
 from bench.seeds import derive_seed
 from bench.spec import JobSpec
 from bench.store import job_dir, read_metrics, read_status
-from methods.base import JobContext
 from tests.conftest import TINY_ARCH as ARCH
 from tests.conftest import run_spec
 

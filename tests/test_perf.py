@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.devices import device_name
 from bench.perf import main as perf_main
 from bench.throughput import read_throughputs
-from methods.base import device_name
 
 
 def test_epoch_and_packing_are_measured_and_stored(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
