@@ -85,7 +85,9 @@ NOT_TRAINING = ("--dry-run", "--list-grids", "--describe")
 
 
 def tiny(command: str) -> str:
-    """`command` with a training run shrunk: one epoch, one trial, and two methods unless it names some."""
+    """`command` with a training run shrunk: one epoch, one trial, each method's cheap settings (`--quick`:
+    a run that names methods otherwise gets their full defaults, e.g. IMC's 10 pretraining epochs), and
+    two methods unless it names some."""
     if not TRAINING_RUN.search(command) or any(flag in command for flag in NOT_TRAINING):
         return command
     for flag in ("--epochs", "--trials"):
@@ -95,6 +97,8 @@ def tiny(command: str) -> str:
             command = TRAINING_RUN.sub(lambda match, flag=flag: f"{match.group(0)} {flag} 1", command, count=1)
     if "--arch" not in command:
         command = TRAINING_RUN.sub(lambda match: f"{match.group(0)} --arch resnet8", command, count=1)
+    if "--quick" not in command:
+        command = TRAINING_RUN.sub(lambda match: f"{match.group(0)} --quick", command, count=1)
     if not any(flag in command for flag in ("--methods", "--grid", "--filter")):
         command = TRAINING_RUN.sub(lambda match: f"{match.group(0)} --methods dense,snip", command, count=1)
     return command
@@ -146,9 +150,9 @@ def test_commands_run_as_written(page: Path, workspace: Path):
 
 def test_tiny_shrinks_training_runs_only():
     assert tiny("python -m bench.run --results /tmp/x") == \
-        "python -m bench.run --methods dense,snip --arch resnet8 --trials 1 --epochs 1 --results /tmp/x"
+        "python -m bench.run --methods dense,snip --quick --arch resnet8 --trials 1 --epochs 1 --results /tmp/x"
     assert tiny("python -m bench.run --methods snip --arch resnet20 --epochs 160 --trials 3") == \
-        "python -m bench.run --methods snip --arch resnet20 --epochs 1 --trials 1"
+        "python -m bench.run --quick --methods snip --arch resnet20 --epochs 1 --trials 1"
     assert tiny("python -m bench.run --grid full --dry-run") == "python -m bench.run --grid full --dry-run"
 
 
