@@ -234,8 +234,8 @@ def test_a_closed_pipe_is_quiet():
 def test_console_script_dispatches_to_the_modules(tmp_path, capsys):
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"prunebench": "bench.console:main"}
-    assert console_main([]) == 2 and "usage: prunebench {run,status,report,perf}" in capsys.readouterr().out
-    assert console_main(["nope"]) == 2 and "accepted: run, status, report, perf" in capsys.readouterr().err
+    assert console_main([]) == 2 and "usage: prunebench {run,status,report,perf,check,records}" in capsys.readouterr().out
+    assert console_main(["nope"]) == 2 and "accepted: run, status, report, perf, check, records" in capsys.readouterr().err
     assert console_main(["run", "--describe", "train"]) == 0 and "train.lr" in capsys.readouterr().out
     (tmp_path / "jobs").mkdir()
     assert console_main(["status", "--results", str(tmp_path)]) == 0 and "0 jobs" in capsys.readouterr().out
