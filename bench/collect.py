@@ -15,6 +15,7 @@ different settings are never pooled: each gets the settings that differ in its l
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from bench.ablations import NO_ABLATION
 from bench.atomic import CorruptFileError, read_json
+from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.spec import FOUND, JobSpec
 from bench.store import (
@@ -30,9 +32,8 @@ from bench.store import (
     FAILED,
     JOBS_FOLDER,
     job_folder_refusal,
-    read_metrics,
+    read_job,
     read_status,
-    stored_job_id,
 )
 
 MISSING, BLOCKED = "missing", "blocked"
@@ -67,15 +68,18 @@ class Collection:
         return self.jobs[~self.jobs.state.isin([DONE, FAILED, BLOCKED])]
 
 
-def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
+def _job_row(folder: Path, spec: JobSpec, job_id: str) -> tuple[dict, list[dict]]:
+    """The job's row of the jobs table and its records (none unless it is done)."""
     refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
-    status = {"state": CORRUPT, "error": refusal} if refusal else (
-        read_status(folder) if folder.exists() else {"state": MISSING})
-    provenance_path = folder / "provenance.json"
+    if refusal:
+        status, records = {"state": CORRUPT, "error": refusal}, []
+    else:
+        status, records = read_job(folder, checked=True) if folder.exists() else ({"state": MISSING}, [])
     try:
-        provenance = read_json(provenance_path) if provenance_path.exists() and not refusal else {}
-    except CorruptFileError:  # provenance is informative only; the row stays
+        provenance = read_json(folder / "provenance.json") if not refusal else {}
+    except (FileNotFoundError, CorruptFileError):  # provenance is informative only; the row stays
         provenance = {}
+    provenance = provenance if isinstance(provenance, dict) else {}
     method_code = (provenance.get("methods") or {}).get(spec.method) or {}
     return {
         "job_id": job_id,
@@ -94,15 +98,19 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> dict:
         "ablation": spec.ablation,
         "method_version": method_code.get("version", ""),
         "method_source": method_code.get("source_sha256", ""),
-    }
+    }, records
 
 
 def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
     """The specs on disk under the ids they were written with, and a row for each job folder whose
-    spec.json is missing, unreadable or holds another job's spec."""
+    spec.json is missing, unreadable or holds another job's spec.
+
+    A spec.json must name its folder's id. The spec is not hashed again here: hashing needs every
+    method's code (a plugin that is not installed, torch), and the report reads records, not code. The
+    runner hashes it before it reuses a folder (`bench.jobs`), which sets a mismatch aside."""
     listed, unreadable = [], []
-    folders = sorted(path for path in jobs_root.iterdir() if path.is_dir()) if jobs_root.is_dir() else []
-    for folder in folders:
+    names = sorted(entry.name for entry in os.scandir(jobs_root) if entry.is_dir()) if jobs_root.is_dir() else []
+    for folder in (jobs_root / name for name in names):
         path = folder / "spec.json"
         try:
             if refusal := job_folder_refusal(folder):  # not read through a link out of the results folder
@@ -111,9 +119,14 @@ def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict
                 raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
                                        "bench.run that made it, which writes it again")
             entry = read_json(path)
-            if stored_job_id(entry) != folder.name:
-                raise CorruptFileError(f"{path} holds the spec of job {stored_job_id(entry)}, not of {folder.name}")
-            listed.append((JobSpec.from_dict(entry["spec"]), folder.name))
+            claimed = entry.get("job_id") if isinstance(entry, dict) else None
+            if claimed != folder.name:
+                raise CorruptFileError(f"{path} holds the spec of job {claimed}, not of {folder.name}")
+            try:
+                listed.append((JobSpec.from_dict(entry["spec"]), folder.name))
+            except (KeyError, TypeError, BenchError) as error:  # the spec itself has the wrong shape
+                raise CorruptFileError(f"{path} holds no job spec ({error}); rerun the bench.run that made it") \
+                    from None
         except CorruptFileError as error:
             unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": folder.name, "state": CORRUPT,
                                                                  "error": str(error), "folder": str(folder)})
@@ -138,18 +151,13 @@ def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None)
     record_rows = []
     for spec, job_id in listed:
         folder = jobs_root / job_id
-        job = _job_row(folder, spec, job_id)
+        job, records = _job_row(folder, spec, job_id)
         stuck = next((dep for dep in after.get(job_id, ()) if states.get(dep) in (FAILED, BLOCKED)), None)
         if stuck is not None and job["state"] != DONE:
             job |= {"state": BLOCKED, "error": f"blocked by {stuck}, which is {states[stuck]}"
                     + ("" if states[stuck] == BLOCKED else " (see its status.json)")}
         states[job_id] = job["state"]
         if job["state"] == DONE:
-            try:
-                records = read_metrics(folder)
-            except CorruptFileError as error:  # changed since read_status looked: the row stays, marked
-                job |= {"state": CORRUPT, "error": str(error)}
-                records = []
             for record in records:
                 row = {key: job[key] for key in ("level", "hparams", "train", "git_sha")}
                 row |= {key: value for key, value in record.items() if key != "extra"}

@@ -27,18 +27,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from bench.atomic import atomic_write  # noqa: E402
+from bench import figure_saves  # noqa: E402
 from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES  # noqa: E402
 from bench.tables import found_rows, method_order, number  # noqa: E402
 
 
 def save(figure, folder: Path, name: str) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / f"{name}.png", folder / f"{name}.pdf"]
-    fit = None if figure.get_layout_engine() is not None else "tight"  # a layout engine already fits it
-    for path in paths:  # through the atomic writer: a link at a figure's path is replaced, never written through
-        atomic_write(path, lambda handle, kind=path.suffix[1:]: figure.savefig(handle, format=kind, dpi=120,
-                                                                               bbox_inches=fit))
+    """Write `figure` as PNG and PDF (`bench.figure_saves`: in a forked child where the report allows it)."""
+    paths = figure_saves.save(figure, folder, name)
     plt.close(figure)
     return paths
 

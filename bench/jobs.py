@@ -245,8 +245,9 @@ def _execute(spec: JobSpec, run: RunSettings, folder: Path, results: Path):
                          f"{context.data.data.image_size}x{context.data.data.image_size}); accepted: image_size with "
                          "the resizing datasets imagefolder and imagenet-sub")
     origin = {"dataset": spec.dataset, "data_root": run.data.data_root, "layout": context.data.data.layout}
-    write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {"data": origin,
-                                                                                    "methods": methods_used(spec)})
+    stages = [need.stage.folder(results).name for need in stage_needs(spec)]  # the report reads them without code
+    write_json(folder / "provenance.json", read_json(folder / "provenance.json") | {
+        "data": origin, "methods": methods_used(spec), "stages": stages})
     records = context.run_method()
     if not records:
         raise RuntimeError(f"method {spec.method} returned no record")

@@ -29,9 +29,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
-from bench import figures, paired
+from bench import figure_saves, figures, paired
 from bench import records as records_archive
-from bench.atomic import CorruptFileError, read_file, write_text
+from bench.atomic import CorruptFileError, read_file, read_json, write_text
 from bench.cli import guarded
 from bench.collect import Collection, collect
 from bench.errors import BenchError
@@ -40,6 +40,7 @@ from bench.method_identity import code_notes
 from bench.paper import BASELINE, paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.safe_paths import check_tree
+from bench.stages import STAGES_FOLDER
 from bench.store import JOBS_FOLDER
 from bench.tables import TABLE_KINDS, build_tables, formatted
 
@@ -65,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(spec, status, metrics, epochs, layers, provenance; no checkpoints)")
     parser.add_argument("--reference", help="method every other is compared with, paired by trial, besides dense "
                                             "(default: IMC's variants where they ran)")
+    parser.add_argument("--figure-workers", type=int, metavar="N",
+                        help="figures drawn at once, each in a forked process (default: the cores this process "
+                             "may use; 1 draws them one by one in this process)")
     return parser
 
 
@@ -163,8 +167,17 @@ def epochs_with_stages(records: pd.DataFrame, jobs: pd.DataFrame) -> pd.DataFram
 
 
 def _stage_folders(folder: Path) -> list[Path]:
-    """The job's shared stage folders (none where its spec names a method or setting not known here)."""
-    from bench.jobs import stage_folders  # here: the stages a spec reads need its method's code (and torch)
+    """The job's shared stage folders, as its provenance.json names them; for records written before
+    provenance named them, from its spec (which needs its method's code and torch; none where the spec
+    names a method or setting not known here)."""
+    try:
+        stages = read_json(folder / "provenance.json").get("stages")
+    except (FileNotFoundError, CorruptFileError, AttributeError):
+        stages = None
+    if isinstance(stages, list) and all(isinstance(name, str) and "/" not in name and name not in (".", "..")
+                                        for name in stages):
+        return [folder.parent.parent / STAGES_FOLDER / name for name in stages]
+    from bench.jobs import stage_folders  # here: records that predate provenance's stages
 
     try:
         return stage_folders(folder)
@@ -333,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(args: argparse.Namespace, results: Path) -> int:
     """Write the report that `args` asks for, from the job folders under `results`."""
     formats = tuple(item.strip() for item in args.format.split(",") if item.strip())
+    if args.figure_workers is not None and args.figure_workers < 1:
+        raise BenchError(f"--figure-workers {args.figure_workers} is not valid; accepted: an integer >= 1")
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise BenchError(f"unknown format(s) {unknown}; accepted: {', '.join(FORMATS)}")
@@ -358,8 +373,9 @@ def report(args: argparse.Namespace, results: Path) -> int:
                          f"{', '.join(sorted(set(collection.records.method)))}")
     inside_results = out.absolute().is_relative_to(results.absolute())
     check_tree(out, results if inside_results else out)  # no write follows a link out (a figure, the folder)
-    path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
-                        args.reference)
+    with figure_saves.parallel_saves(args.figure_workers):
+        path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
+                            args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")
     if args.pack_records:
         count = records_archive.pack(results, out / records_archive.ARCHIVE_NAME, collection.jobs.job_id)

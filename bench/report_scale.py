@@ -12,7 +12,6 @@ the 2-core VM: report <= 10 s, status <= 2 s, memory <= 500 MB.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -57,19 +56,21 @@ def make_folders(source: Path, target: Path, folders: int) -> int:
     return made
 
 
+LAUNCHER = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+"""Runs the timed command from a small fresh interpreter: a child forked straight from this process (which
+has imported torch) would count this process's memory as its own peak until it execs."""
+
+
 def timed(command: list[str]) -> tuple[float, float]:
     """(wall seconds, peak resident MB) of `command` run to completion in a fresh process."""
     started = time.perf_counter()
-    pid = os.fork()
-    if pid == 0:  # the child: run the command with its output discarded
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.execvp(command[0], command)
-    _, status, usage = os.wait4(pid, 0)
+    launched = subprocess.run([sys.executable, "-c", LAUNCHER, *command], capture_output=True, text=True)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise BenchError(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
-    return seconds, usage.ru_maxrss / 1024
+    if launched.returncode != 0:
+        raise BenchError(f"{' '.join(command)} failed (exit {launched.returncode}): "
+                         f"{launched.stderr.strip().splitlines()[-1:] or ''}")
+    return seconds, int(launched.stdout.split()[-1]) / 1024
 
 
 def measure(folders: int, work: Path, source: Path | None = None) -> list[dict]:

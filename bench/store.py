@@ -39,16 +39,18 @@ def job_dir(results: Path, spec: JobSpec) -> Path:
     return Path(results) / JOBS_FOLDER / spec.job_id
 
 
-def job_folder_refusal(folder: Path) -> str | None:
+def job_folder_refusal(folder: str | os.PathLike) -> str | None:
     """Why the job folder `<results>/jobs/<id>` must not be used (it, or `jobs/`, is a link leading out
-    of the results folder, or `jobs/` is a file), or None."""
-    results = Path(folder).parent.parent
-    try:
-        check_inside(folder, results)
-    except LinkOutError as error:
-        return str(error)
-    jobs = Path(folder).parent
-    if jobs.exists() and not jobs.is_dir():
+    of the results folder, or `jobs/` is a file), or None. (Strings, not pathlib: a report or status
+    asks this of every one of thousands of folders.)"""
+    folder = os.fspath(folder)
+    jobs = os.path.dirname(folder)
+    if os.path.islink(jobs) or os.path.islink(folder):  # else `<results>/jobs/<id>` cannot lead out of `<results>`
+        try:
+            check_inside(folder, os.path.dirname(jobs))
+        except LinkOutError as error:
+            return str(error)
+    if os.path.exists(jobs) and not os.path.isdir(jobs):
         return f"{jobs} is a file; accepted: a folder of job folders (move the file away)"
     return None
 
@@ -92,35 +94,45 @@ def stored_job_id(stored: Any) -> str | None:
 def read_status(folder: Path) -> dict[str, Any]:
     """The job's status; `corrupt` (with the file named in `error`) when status.json is unreadable or
     says done while metrics.json is missing or unreadable, or the folder leads out through a link."""
-    refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
+    return read_job(folder)[0]
+
+
+def read_job(folder: str | os.PathLike, checked: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The job's status (`read_status`) and, when it is done, its records: each file read once.
+    `checked`: the caller has found no `job_folder_refusal` for the folder (it is not asked again)."""
+    refusal = None if checked else job_folder_refusal(folder)  # nothing is read through a link out of results
     if refusal is not None:
-        return {"state": CORRUPT, "error": refusal}
-    path = Path(folder) / "status.json"
-    if not path.exists():
-        return {"state": PENDING}
+        return {"state": CORRUPT, "error": refusal}, []
+    path = os.path.join(folder, "status.json")
     try:
         status = read_json(path)
         if not isinstance(status, dict) or not isinstance(status.get("state"), str):
             raise CorruptFileError(f"{path} holds no job state (wrong shape); delete it (the job runs again)")
+    except FileNotFoundError:
+        return {"state": PENDING}, []
     except CorruptFileError as error:
-        return {"state": CORRUPT, "error": str(error)}
-    if status.get("state") == DONE:
-        metrics = Path(folder) / "metrics.json"
-        if not metrics.exists() and not metrics.is_symlink():
-            return status | {"state": CORRUPT, "error": f"{metrics} is missing, though status.json says done"}
-        try:
-            read_metrics(folder)
-        except CorruptFileError as error:
-            return status | {"state": CORRUPT, "error": str(error)}
-    return status
+        return {"state": CORRUPT, "error": str(error)}, []
+    if status["state"] != DONE:
+        return status, []
+    metrics = os.path.join(folder, "metrics.json")
+    try:
+        return status, _records(metrics)
+    except FileNotFoundError:
+        return status | {"state": CORRUPT, "error": f"{metrics} is missing, though status.json says done"}, []
+    except CorruptFileError as error:
+        return status | {"state": CORRUPT, "error": str(error)}, []
 
 
 def read_metrics(folder: Path) -> list[dict[str, Any]]:
     """The job's records ([] when there are none); an unreadable file, or one that is not a list of
     records (`RECORD_KEYS`), raises `CorruptFileError` naming it."""
-    path = Path(folder) / "metrics.json"
-    if not path.exists() and not path.is_symlink():
+    try:
+        return _records(Path(folder) / "metrics.json")
+    except FileNotFoundError:
         return []
+
+
+def _records(path: str | os.PathLike) -> list[dict[str, Any]]:
     records = read_json(path)
     if not isinstance(records, list) or not all(isinstance(record, dict) and all(key in record for key in RECORD_KEYS)
                                                 for record in records):

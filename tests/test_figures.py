@@ -99,3 +99,33 @@ def test_the_spectrum_names_the_gap_rule_s_star_and_the_pruned_sparsity(drawn):
     figures.spectrum(frame, None)
     title = drawn[0].axes[0].get_title()
     assert "3.7e-06" in title and "7.4e-06" in title
+
+
+def test_figures_saved_in_forked_children_are_the_files_saved_here(tmp_path):
+    """`parallel_saves` renders in forked children; the PNG it writes is byte-identical to one rendered in
+    this process, and both formats exist when the block ends."""
+    from bench import figure_saves
+
+    data = records(2)
+    with figure_saves.parallel_saves(2):
+        forked = figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path / "forked")
+    inline = figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path / "inline")
+    assert [path.name for path in forked] == [path.name for path in inline]
+    assert all(path.stat().st_size > 0 for path in forked)
+    assert forked[0].read_bytes() == inline[0].read_bytes()
+
+
+def test_a_figure_that_fails_in_its_child_is_named_after_the_others_finished(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from bench import figure_saves
+    from bench.errors import BenchError
+
+    good, bad = plt.figure(), plt.figure()
+    bad.savefig = None  # rendering it raises in the child (TypeError: 'NoneType' is not callable)
+    with pytest.raises(BenchError, match=r"figure\(s\) broken could not be drawn"):
+        with figure_saves.parallel_saves(2):
+            figure_saves.save(bad, tmp_path, "broken")
+            figure_saves.save(good, tmp_path, "fine")
+    assert (tmp_path / "fine.png").stat().st_size > 0 and (tmp_path / "fine.pdf").stat().st_size > 0
+    assert not (tmp_path / "broken.png").exists()

@@ -34,7 +34,7 @@ def record(spec: JobSpec, accuracy: float, sparsity: float, round: int = 0, epoc
 def write_job(results: Path, spec: JobSpec, records: list[dict] | None, error: str | None = None) -> None:
     folder = job_dir(results, spec)
     write_json(folder / "spec.json", {"job_id": spec.job_id, "spec": spec.__dict__, "run": {}})
-    write_json(folder / "provenance.json", {"git": {"sha": "0123456789abcdef"}})
+    write_json(folder / "provenance.json", {"git": {"sha": "0123456789abcdef"}, "stages": []})
     if records is None:
         write_json(folder / "status.json", {"state": "failed", "error": error})
     else:
@@ -179,3 +179,39 @@ def test_sensitivity_figure_from_imc_jobs_that_vary_a_setting(tmp_path):
     assert figure.stat().st_size > 1000
     assert "sensitivity-rewind_epoch.png" in (out / "README.md").read_text()
     assert not (out / "figures" / "sensitivity-lr.png").exists()  # lr did not vary
+
+
+def test_a_report_of_every_job_reads_records_not_code(fixture_results, tmp_path):
+    """`--all-jobs` takes each folder's spec under the id its spec.json names (a spec.json copied into
+    another folder is named, not reported), reads the shared stages a job used from its provenance.json,
+    and imports neither torch nor any method's code."""
+    import shutil
+    import subprocess
+    import sys
+
+    from bench.report import epochs_with_stages
+
+    results, specs = fixture_results
+    dense = job_dir(results, specs[0])
+    shutil.copytree(dense, dense.parent / "dense-copied-by-hand")
+    stage = results / "stages" / "dense-trajectory-0123456789ab"
+    stage.mkdir(parents=True)
+    (stage / "epochs.csv").write_text("phase,epoch,lr,train_loss,train_accuracy,test_loss,test_accuracy,test_top5,"
+                                      "sparsity,seconds\ntrain,0,0.1,2.0,0.4,1.9,0.5,,0.0,1.0\n"
+                                      "train,1,0.1,1.5,0.55,1.4,0.6,,0.0,2.0\n")
+    write_json(dense / "provenance.json", {"git": {"sha": "0123456789abcdef"}, "stages": [stage.name]})
+    out = tmp_path / "report"
+    script = ("import sys; from bench.report import main; code = main(sys.argv[1:]); "
+              "loaded = sorted(name for name in sys.modules if name == 'torch' or name.startswith(('methods.', 'baselines.'))"
+              " and name != 'methods.registry'); print('loaded:', loaded); sys.exit(code)")
+    ran = subprocess.run([sys.executable, "-c", script, "--all-jobs", "--results", str(results), "--out", str(out),
+                          "--figure-workers", "1"], capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert ran.returncode == 0, ran.stderr
+    assert "loaded: []" in ran.stdout, ran.stdout
+    readme = (out / "README.md").read_text()
+    assert f"- `dense-copied-by-hand` (corrupt): {results}/jobs/dense-copied-by-hand/spec.json holds the spec of job " \
+        f"{specs[0].job_id}" in readme
+
+    collection = collect(results)
+    epochs = epochs_with_stages(collection.records, collection.jobs[collection.jobs.job_id == specs[0].job_id])
+    assert list(epochs.test_accuracy) == [0.5, 0.6] and set(epochs.job_id) == {specs[0].job_id}
