@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench import figure_saves  # noqa: E402
-from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES  # noqa: E402
+from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, display_name  # noqa: E402
 from bench.tables import found_rows, method_order, number  # noqa: E402
 
 
@@ -62,14 +62,14 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
                                 layout="constrained")
     for axis, method in zip(axes.flat, methods, strict=False):
         points = _points(group[group.method == method])
-        axis.plot(points.sparsity, points["mean"], "o-", color="C0", label=PAPER_NAMES.get(method, method))
+        axis.plot(points.sparsity, points["mean"], "o-", color="C0", label=display_name(method))
         axis.fill_between(points.sparsity, points["mean"] - points["std"], points["mean"] + points["std"],
                           color="C0", alpha=0.25)
         if not dense.empty:
             spread = dense.std(ddof=1) if len(dense) > 1 else 0.0
             axis.axhline(dense.mean(), color="k", linestyle="--", linewidth=1, label=BASELINE)
             axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.1)
-        axis.set_title(PAPER_NAMES.get(method, method), fontsize=9)
+        axis.set_title(display_name(method), fontsize=9)
         axis.set_xlabel("sparsity")
         axis.set_xlim(0, 1)
     for axis in axes[:, 0]:
@@ -131,7 +131,7 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
         density = 100.0 * (1.0 - points.sparsity)
         lowest = min(lowest, density.min())
         style = styles[method]
-        axis.plot(density, points["mean"], markersize=4, linewidth=1.3, label=PAPER_NAMES.get(method, method),
+        axis.plot(density, points["mean"], markersize=4, linewidth=1.3, label=display_name(method),
                   **style)
         axis.fill_between(density, points["mean"] - points["std"], points["mean"] + points["std"],
                           color=style["color"], alpha=0.15, linewidth=0)
@@ -190,7 +190,7 @@ def layer_density(records: pd.DataFrame, layers: pd.DataFrame, dataset: str, arc
         order = order or list(rows.layer)
         rows = rows.set_index("layer").loc[order]
         axis.plot(range(len(order)), 100.0 * rows.kept / rows.weights, markersize=3, linewidth=1.1,
-                  label=f"{PAPER_NAMES.get(method, method)} ({number(row.achieved_sparsity, 3)})",
+                  label=f"{display_name(method)} ({number(row.achieved_sparsity, 3)})",
                   **styles[method])
         if plotted == 0:
             sizes.bar(range(len(order)), rows.weights, color="0.6")
@@ -236,7 +236,7 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         tested = rows.test_accuracy.notna()  # the test pass runs every train.eval_every epochs
         # dense last, dashed: a method whose first phase is the dense run (magnitude) would hide it
         style = {"color": "k", "linestyle": "--", "marker": "o"} if method == BASELINE else dict(styles[method])
-        name = PAPER_NAMES.get(method, method)
+        name = display_name(method)
         if curves:  # every test pass marked (a job may have only one)
             accuracy.plot(trained[tested], 100.0 * rows.test_accuracy[tested], linewidth=1.1, markersize=4,
                           label=name, **style)
@@ -251,7 +251,7 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
         accuracy.set(title="at each test pass (every train.eval_every epochs and at each phase's last)",
                      xlabel="epochs trained (all phases of the job, in order)", ylabel="test accuracy (%)")
     else:
-        accuracy.set_yticks(range(len(jobs)), [PAPER_NAMES.get(method, method) for method, _ in jobs], fontsize=8)
+        accuracy.set_yticks(range(len(jobs)), [display_name(method) for method, _ in jobs], fontsize=8)
         accuracy.invert_yaxis()
         accuracy.set(title="final test accuracy (a run this short tests most jobs only at their last epoch)", xlabel="test accuracy (%)")
     accuracy.title.set_fontsize(8)
@@ -271,7 +271,7 @@ def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path
     order = method_order(rows.method)
     stats = rows.groupby("method").agg(runtime=("runtime_s", "mean"), epochs=("epochs", "mean")).loc[order]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
-    labels = [PAPER_NAMES.get(name, name) for name in order]
+    labels = [display_name(name) for name in order]
     left.bar(labels, stats.runtime, color="C1")
     left.set_ylabel("runtime (s)")
     right.bar(labels, stats.epochs, color="C2")
@@ -302,7 +302,7 @@ def spectrum(records: pd.DataFrame, folder: Path) -> list[Path]:
             axis.axvspan(split["lower"], split["upper"], color="C3", alpha=0.3,
                          label=f"chosen gap, 4K = {4 * extra.get('lipschitz', math.nan):.3g}")
         reason = f" ({split['reason']})" if split.get("upper") is None and split.get("reason") else ""
-        axis.set_title(f"{row.dataset}, {row.arch}, {PAPER_NAMES.get(row.method, row.method)}: "
+        axis.set_title(f"{row.dataset}, {row.arch}, {display_name(row.method)}: "
                        f"s* = {_sparsity(extra.get('found_sparsity'))} by the gap rule{reason};\n"
                        f"the mask prunes {_sparsity(row.achieved_sparsity)} (the tables' sparsity)", fontsize=9)
         axis.set_xlabel("Hessian eigenvalue")
@@ -344,7 +344,7 @@ def sensitivity(records: pd.DataFrame, folder: Path) -> list[Path]:
             scale = 100.0 if metric == "accuracy" else 1.0
             stats = group.groupby("value")[metric].agg(["mean", "std"]).fillna(0.0) * scale
             axis.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3,
-                          label=PAPER_NAMES.get(method, method))
+                          label=display_name(method))
         axis.set_xlabel(setting)
         axis.set_ylabel(label)
         if setting == "lr":
@@ -414,8 +414,8 @@ def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
                     axis.annotate(f"n = {int(row.n)}", (row["mean"], position), textcoords="offset points",
                                   xytext=(6, -3), fontsize=7, color="0.4")
             axis.axvline(0, color="k", linewidth=0.8)
-            axis.set_yticks(list(positions), [PAPER_NAMES.get(method, method) for method in rows.method], fontsize=8)
-            axis.set_xlabel(f"accuracy − {PAPER_NAMES.get(against, against)} (points)")
+            axis.set_yticks(list(positions), [display_name(method) for method in rows.method], fontsize=8)
+            axis.set_xlabel(f"accuracy − {display_name(against)} (points)")
             axis.grid(axis="x", alpha=0.3)
         n_max = int(point.n.max())
         what = ("1 trial: no interval exists" if n_max < 2 else

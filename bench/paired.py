@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy.special import stdtrit
 
-from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, PAPER_NAMES
+from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, display_name
 from bench.spec import FOUND
 from bench.tables import found_rows, method_order, rows_at_level
 
@@ -159,8 +159,8 @@ def shown_differences(table: pd.DataFrame) -> pd.DataFrame:
     """The differences of one point as a reader sees them: paper names, interval text, a mark where it
     excludes 0."""
     return pd.DataFrame({
-        "Method": [PAPER_NAMES.get(method, method) for method in table.method],
-        "vs": [PAPER_NAMES.get(method, method) for method in table.against],
+        "Method": [display_name(method) for method in table.method],
+        "vs": [display_name(method) for method in table.against],
         "Δ accuracy (points) [95% CI]": [interval_text(*values) for values in
                                          zip(table["mean"], table.ci_low, table.ci_high, table.n, strict=True)],
         "n": table.n.astype(int),
@@ -173,11 +173,11 @@ def shown_ranking(table: pd.DataFrame) -> pd.DataFrame:
     """The ranking of one point as a reader sees it."""
     return pd.DataFrame({
         "Rank": ["—" if math.isnan(rank) else str(int(rank)) for rank in table["rank"]],
-        "Method": [PAPER_NAMES.get(method, method) for method in table.method],
+        "Method": [display_name(method) for method in table.method],
         "Accuracy (%) [95% CI]": [interval_text(*values, signed=False) for values in
                                   zip(table.accuracy, table.ci_low, table.ci_high, table.n, strict=True)],
         "n": table.n.astype(int),
         "Not separable from": [("fewer than 2 trials: not ranked" if math.isnan(rank) else
-                                ", ".join(PAPER_NAMES.get(name, name) for name in tied.split(", ") if name))
+                                ", ".join(display_name(name) for name in tied.split(", ") if name))
                                for rank, tied in zip(table["rank"], table.tied_with, strict=True)],
     })

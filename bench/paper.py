@@ -28,6 +28,14 @@ PAPER_NAMES = dict(zip(METHOD_ORDER, (
     "Baseline", "Flow&Prune", "SNIP", "SynFlow", "LTH+Reinitialization", "LTH+Rewinding", "LTH+FineTuning",
     "GraSP", "sanity-check", "Continuous Sparsification", "IMC-Reinitialization", "IMC-Rewinding",
     "IMC-FineTuning"), strict=True))
+DISPLAY_NAMES = PAPER_NAMES | {"gmp": "GMP", "set": "SET", "rigl": "RigL"}
+"""How tables and figures name a method: the paper's row names, and the names the sparse-training papers
+use for the methods beyond the paper (Zhu & Gupta's gradual magnitude pruning, Mocanu et al.'s SET, Evci
+et al.'s RigL). Any other method (a plugin, an ablation such as `snip (shuffle)`) keeps its own name."""
+
+
+def display_name(method: str) -> str:
+    return DISPLAY_NAMES.get(method, method)
 
 
 @cache

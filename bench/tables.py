@@ -21,7 +21,7 @@ import math
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.paper import ANALYSIS_ONLY, IMC_ROWS, METHOD_ORDER, PAPER_NAMES, paper_row, paper_sparsity
+from bench.paper import ANALYSIS_ONLY, IMC_ROWS, METHOD_ORDER, display_name, paper_row, paper_sparsity
 from bench.spec import FOUND
 
 METRICS = {  # column: (record field, scale, decimals)
@@ -161,7 +161,7 @@ def formatted(summary: pd.DataFrame) -> pd.DataFrame:
     """The table as a reader sees it, in the paper's row order and column layout."""
     rows = []
     for _, entry in summary.iterrows():
-        row = {"Method": PAPER_NAMES.get(entry.method, entry.method)}
+        row = {"Method": display_name(entry.method)}
         for column, (_, _, decimals) in METRICS.items():
             row[column] = _cell(entry[f"{column} mean"], entry[f"{column} std"],
                                 entry.get(f"{column} paper", math.nan), decimals)
