@@ -115,7 +115,7 @@ class IterativeMagnitudePruning(Method):
     Settings = LthSettings
     sparsity_mode = "rounds"
     """One job whose rounds cover a grid's levels: it asks for the largest and records every round."""
-    quick_hparams = {"rounds": 2}
+    quick_hparams = {"pruning_fraction": 0.3}  # as many rounds as the sparsity needs: 2 for 0.5, 7 for 0.9
 
     def rounds(self, sparsity: float | None) -> int:
         return self.settings.rounds or rounds_for(sparsity, self.settings.pruning_fraction)
@@ -189,7 +189,7 @@ class LthReinit(IterativeMagnitudePruning):
 @register("lth-rewind")
 class LthRewind(IterativeMagnitudePruning):
     Settings = RewindSettings
-    quick_hparams = {"rounds": 2, "rewind_epoch": 1}
+    quick_hparams = {"pruning_fraction": 0.3, "rewind_epoch": 1}
 
     def snapshot_epochs(self, recipe: TrainSettings) -> tuple[int, ...]:
         rewind_epoch = self.settings.rewind_epoch

@@ -49,15 +49,21 @@ def _check_part(part: GridPart) -> None:
     build_settings(TrainSettings, part.train, f"{where} training")
 
 
-def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, runs_here: bool) -> None:
-    """Everything a run needs that can be checked here, before the executor writes a job folder; the decoded
-    data and the device only where the jobs run on this machine (`runs_here`; not SLURM jobs)."""
-    _check_results(Path(results))
+def check_jobs(planned: list[PlannedJob]) -> None:
+    """What each planned job's method can say about it before it runs (also for `--dry-run`, which must
+    not list a plan that would fail)."""
     for job in planned:
         build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
         method, recipe = method_for(job.spec), train_settings_for(job.spec)
         method.stage_needs(job.spec, recipe)  # e.g. a rewind epoch past the dense run
         method.check_job(job.spec, recipe)  # e.g. rounds that cannot reach the requested sparsity
+
+
+def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, runs_here: bool) -> None:
+    """Everything a run needs that can be checked here, before the executor writes a job folder; the decoded
+    data and the device only where the jobs run on this machine (`runs_here`; not SLURM jobs)."""
+    _check_results(Path(results))
+    check_jobs(planned)
     for name in dict.fromkeys(job.spec.dataset for job in planned):
         _check_dataset(name, run, decode=runs_here)
     if runs_here:

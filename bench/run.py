@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     executor = EXECUTORS.get(args.executor)()
     executor.check_packing(device, args.jobs_per_gpu)
     _say_if_bf16_is_slow(planned, device)
+    preflight.check_jobs(planned)
     if args.dry_run:
         listed = _dry_run(planned, results)
         path = perf_path(args.perf_file, data)
