@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import file_mode, read_json
+from bench.atomic import file_mode
 from bench.safe_paths import open_no_follow
 from bench.slurm.queue import ACTIVE_QUEUE_STATES, WAITING_QUEUE_STATES, queue_reason, squeue_states
 from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, lock_holder, read_status
@@ -141,11 +141,3 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
                     f"left the queue without finishing ({ended or 'killed, out of memory, node failure or timeout'})")
     state.traceback = tail
     return state
-
-
-def spec_path_of(results: Path, job_id: str) -> Path:
-    return Path(results) / JOBS_FOLDER / job_id / "spec.json"
-
-
-def stored_spec(results: Path, job_id: str) -> dict[str, Any]:
-    return read_json(spec_path_of(results, job_id))

@@ -28,8 +28,7 @@ from methods.base import Method, NoSettings, PlannedPhase, Pruner, check_ablatio
 
 __all__ = [
     "METHODS", "PLUGINS_VARIABLE", "SPARSITY_MODES", "Method", "NoSettings", "PlannedPhase", "Pruner",
-    "check_ablation", "check_declarations", "found_provider", "get_method", "load_plugins", "method_names",
-    "register",
+    "check_ablation", "found_provider", "get_method", "load_plugins", "method_names", "register",
 ]
 
 METHODS: Registry[type[Method]] = Registry("method")
