@@ -1,9 +1,8 @@
 """The executors behind one interface: `Executor` and the `EXECUTORS` registry that `bench.run` looks
 `--executor NAME` up in.
 
-Each executor (the code is in `bench.executors`: inline, local; and in the package `bench.slurm`) is
-called the same way,
-`submit(planned, results, run, options)`, and declares the command-line flags only it reads (`flags`)
+Each executor (inline and local: `bench.executors`; slurm: the package `bench.slurm`) is called the
+same way, `submit(planned, results, run, options)`, and declares the command-line flags only it reads (`flags`)
 and the lines refusing other executors' flags that it would ignore (`refused`, `check_packing`,
 `check_options`), so that `bench.run` refuses a flag the chosen executor would ignore (one line naming
 what to use instead) without naming any executor. A new executor is a subclass registered under its name.
