@@ -34,7 +34,7 @@ from bench.layer_density import ERK, check_distribution, random_distribution_mas
 from bench.masks import Masks, global_mask, prunable_parameters
 from bench.masks import apply_masks as zero_pruned
 from bench.settings_build import build_settings
-from methods.base import NoSettings, Pruner
+from methods.registry import NoSettings, Pruner
 
 RANDOM = "random"
 RANDOM_ERK = "random-erk"

@@ -34,8 +34,7 @@ from bench.jobs import make_context
 from bench.masks import Masks, prunable_parameters
 from bench.record_check import check_record
 from bench.spec import JobSpec, RunSettings
-from methods.base import Pruner
-from methods.registry import get_method
+from methods.registry import Pruner, get_method
 
 DATASET = "digits@300"
 ARCH = "resnet8"

@@ -1,8 +1,8 @@
 """The executors behind one interface: `Executor` and the `EXECUTORS` registry that `bench.run` looks
 `--executor NAME` up in.
 
-Each executor (the code is in `bench.executors`: inline, local, slurm) is called the same way,
-`submit(planned, results, run, options)`, and declares the command-line flags only it reads (`flags`)
+Each executor (inline and local: `bench.executors`; slurm: the package `bench.slurm`) is called the
+same way, `submit(planned, results, run, options)`, and declares the command-line flags only it reads (`flags`)
 and the lines refusing other executors' flags that it would ignore (`refused`, `check_packing`,
 `check_options`), so that `bench.run` refuses a flag the chosen executor would ignore (one line naming
 what to use instead) without naming any executor. A new executor is a subclass registered under its name.
@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from bench.errors import BenchError
-from bench.executors import Outcome, SlurmSettings, run_inline, run_local, submit_slurm
+from bench.executors import Outcome, run_inline, run_local
 from bench.grid import PlannedJob
 from bench.registry import Registry
+from bench.slurm.executor import SlurmSettings, submit_slurm
 from bench.spec import RunSettings
 from bench.threads import use_threads
 
@@ -103,7 +104,7 @@ class LocalExecutor(Executor):
 
 @EXECUTORS.register("slurm")
 class SlurmExecutor(Executor):
-    """SLURM array jobs through submitit (`bench.executors.submit_slurm`): submits and returns."""
+    """SLURM array jobs through submitit (`bench.slurm.executor.submit_slurm`): submits and returns."""
 
     flags = ("partition", "constraint", "max_array_size", "gpus_per_job", "cpus_per_job", "mem_gb", "time_min",
              "array_parallelism", "slurm_setup", "max_num_timeout", "cuda_mps")

@@ -221,7 +221,7 @@ def normalized(spec: JobSpec, why: str = "") -> JobSpec:
     from bench.jobs import train_settings_for
     from bench.settings_build import build_settings
     from bench.train import TrainSettings
-    from methods.base import check_ablation
+    from methods.registry import check_ablation
 
     method_class = _method_class(spec.method, why)
     check_ablation(method_class, spec.ablation)

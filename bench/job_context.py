@@ -36,7 +36,7 @@ from bench.train import Evaluation, PhaseResult, Trainer, TrainSettings
 from bench.trajectory import TRAJECTORY_STAGE, Trajectory, TrajectoryRun, state_on_cpu, trajectory_stage
 
 if TYPE_CHECKING:
-    from methods.base import Method
+    from methods.registry import Method
 
 
 @dataclass

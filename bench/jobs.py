@@ -65,8 +65,7 @@ from bench.store import (
     stored_job_id,
 )
 from bench.train import EpochLog, Trainer, TrainSettings
-from methods.base import Method, check_ablation
-from methods.registry import get_method
+from methods.registry import Method, check_ablation, get_method
 
 TRACEBACK_LINES = 25
 

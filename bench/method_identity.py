@@ -28,19 +28,17 @@ from bench.store import DONE, JOBS_FOLDER, job_dir, read_status
 
 if TYPE_CHECKING:
     from bench.grid import PlannedJob
-    from methods.base import Method
-
-CONTRACT_MODULE = "methods.base"
-"""The harness' side of every method (the git sha in provenance tracks it), not one method's code."""
+    from methods.registry import Method
 
 
 def source_modules(method_class: type[Method]) -> list[str]:
     """The modules defining `method_class` and its method base classes, the contract's own left out."""
-    from methods.base import Method
+    from methods.registry import Method
 
     modules = [klass.__module__ for klass in method_class.__mro__
                if isinstance(klass, type) and issubclass(klass, Method) and klass is not Method]
-    return [module for module in dict.fromkeys(modules) if module != CONTRACT_MODULE]
+    # the contract's module is the harness' side of every method (the git sha in provenance tracks it)
+    return [module for module in dict.fromkeys(modules) if module != Method.__module__]
 
 
 def file_sha256(module_name: str) -> str | None:

@@ -9,9 +9,10 @@ names a module in one of the groups below, and importing that module registers w
 
 The groups are read with `importlib.metadata` when a registry is first used, so every process that
 runs jobs (inline, local workers, SLURM) sees the same plugins without an environment variable.
-Modules on the path can still be named in `PRUNEBENCH_PLUGINS` (`methods.registry`). A plugin that
-fails to import, or registers a name that already exists, is one `PluginError` naming the entry
-point, its module and its distribution. The report of finished jobs reads records, not code, so it
+Modules on the path can still be named in `PRUNEBENCH_PLUGINS` (`methods.registry`). Both routes
+import through `import_plugin`: a plugin that fails to import, or registers a name that already
+exists, is one `PluginError` line naming the plugin (the entry point with its distribution, or the
+variable's entry) and its module. The report of finished jobs reads records, not code, so it
 works without the plugin installed.
 """
 
@@ -39,15 +40,21 @@ def describe_entry_point(entry_point: EntryPoint) -> str:
 
 
 def import_plugin(module_name: str, described: str) -> None:
-    """Import `module_name` (which registers what it defines); a failure is one `PluginError` naming it."""
+    """Import `module_name` (which registers what it defines) for the plugin `described` (an entry point,
+    a `PRUNEBENCH_PLUGINS` entry); a failure is one `PluginError` line naming the plugin and the module."""
     try:
         importlib.import_module(module_name)
     except DuplicateNameError as error:
-        raise PluginError(f"plugin {described} registers a name that exists: {error}; accepted: a name no "
-                          "built-in or other plugin uses") from None
+        raise PluginError(f"plugin {described}: module {module_name!r} registers a name that exists: "
+                          f"{first_line(error)}; accepted: a name no built-in or other plugin uses") from None
     except Exception as error:  # any import failure of third-party code: name the plugin, not a traceback
-        raise PluginError(f"plugin {described} failed to import module {module_name!r}: "
-                          f"{type(error).__name__}: {error}") from error
+        raise PluginError(f"plugin {described} failed to import module {module_name!r}: {type(error).__name__}: "
+                          f"{first_line(error)}; accepted: an importable module that registers new names") from error
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an error's message ("" for none), so that a plugin's error stays one line."""
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), "")
 
 
 def load_entry_points(group: str) -> list[str]:

@@ -14,7 +14,7 @@
 - the device exists (`cuda:N` within the GPUs torch sees).
 
 The SLURM request itself (CPUs, memory, GPUs, time against the partition's nodes) is checked by
-`bench.slurm_limits` when the jobs are submitted.
+`bench.slurm.limits` when the jobs are submitted.
 """
 
 from __future__ import annotations

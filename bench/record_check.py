@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from methods.base import Method
+    from methods.registry import Method
 
 SPARSITY_TOLERANCE = 0.005
 RECORD_FIELDS = (

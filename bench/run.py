@@ -5,7 +5,7 @@ epochs) inline. `--grid NAME` (or a path to a .toml file) picks another grid, `-
 `--dataset/--arch/--methods/--trials/--epochs/--sparsity` override it (a run naming methods, a dataset or
 a sparsity gets each method's full default settings; `--quick` asks for their cheap `quick_hparams`,
 which the bare default run uses and says so in its first line) and `--filter key=value` selects
-part of it; `--set key=value` sets any setting (`--describe NAME` lists them). `--executor inline|local|slurm` (see `bench.executors`): inline and local run to the end
+part of it; `--set key=value` sets any setting (`--describe NAME` lists them). `--executor inline|local|slurm` (see `bench.executor_registry`): inline and local run to the end
 and print the summary (one row per job, its non-default settings shown); slurm submits array jobs and
 returns (watch with `python -m bench.status`).
 A finished job is skipped on rerun, an interrupted one resumes from its checkpoint, and a failed one
@@ -30,11 +30,11 @@ from bench.data import DataSettings
 from bench.epoch_logs import LOGGERS, check_loggers
 from bench.errors import BenchError
 from bench.executor_registry import EXECUTORS, Executor, ExecutorOptions, executor_flags
-from bench.executors import SlurmSettings
 from bench.grid import Grid, PlannedJob, grid_names, load_grid, override, parse_filters, parse_sparsities
 from bench.method_identity import superseded_lines
 from bench.plans import record_plan
 from bench.settings_cli import apply_assignments, describe, grid_methods, parse_assignments
+from bench.slurm.executor import SlurmSettings
 from bench.spec import JobSpec, RunSettings
 from bench.store import DONE, PENDING, job_dir, read_metrics, read_status
 from bench.threads import threads_per_job

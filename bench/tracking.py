@@ -2,7 +2,7 @@
 
 `<results>/jobs.jsonl` maps a job id to its SLURM id, its job folder and its log (one line per
 submission, the last one counts); `status.json` in the job folder says done / failed / running as the
-job itself wrote it; `squeue` (when present) says whether a SLURM id is still queued or running. A job
+job itself wrote it; `squeue` (when present; `bench.slurm.queue`) says whether a SLURM id is still queued or running. A job
 that left the queue without writing `done` or `failed` was cancelled, killed (memory, node failure) or
 timed out without a requeue: it is reported as `cancelled` or `lost` with its log, and a rerun submits
 it again. This follows the submitit notes of `shared/specs/harness-anchors.md` (d): `job.state` calls
@@ -12,48 +12,27 @@ COMPLETED (hydra #1928), so the job folders are the source of truth.
 A job that says `running` is `running` while a live process holds its lock (`bench.store.job_lock`,
 named in the reason) and `interrupted` when none does; a `done` job whose metrics.json is missing or
 unreadable is `corrupt`, with the file named. A pending job's queue reason is given in words a user
-can act on (`QUEUE_REASONS`). A torn line of `jobs.jsonl` is skipped with a warning naming the file.
+can act on. A torn line of `jobs.jsonl` is skipped with a warning naming the file.
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import shutil
-import subprocess
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.atomic import file_mode, read_json
+from bench.atomic import file_mode
 from bench.safe_paths import open_no_follow
+from bench.slurm.queue import ACTIVE_QUEUE_STATES, WAITING_QUEUE_STATES, queue_reason, squeue_states
 from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, lock_holder, read_status
 
 JOBS_LOG = "jobs.jsonl"
 QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"
-ACTIVE_QUEUE_STATES = {"RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "STAGE_OUT", "SIGNALING", "RESIZING"}
-WAITING_QUEUE_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
 LOG_TAIL_LINES = 12
-QUEUE_REASONS = {
-    "PartitionConfig": "the request exceeds what the partition allows (CPUs, memory, GPUs or time); it will never "
-                       "start: cancel it and resubmit with smaller --cpus-per-job/--mem-gb/--gpus-per-job/--time-min",
-    "Resources": "waiting for free CPUs, memory or GPUs on a node",
-    "Priority": "waiting behind jobs of higher priority",
-    "Dependency": "waiting for the job it depends on (IMC's analysis) to finish",
-    "DependencyNeverSatisfied": "the job it depends on failed, so it will never start: cancel it, fix the "
-                                "dependency and run bench.run again",
-    "JobArrayTaskLimit": "waiting: the array already runs --array-parallelism tasks",
-    "ReqNodeNotAvail": "the nodes it may use are down or reserved",
-    "QOSMaxJobsPerUserLimit": "waiting: you run as many jobs as your QOS allows",
-    "AssocGrpCpuLimit": "waiting: your account's CPU limit is reached",
-    "BeginTime": "waiting for its start time (a requeued job waits a moment)",
-    "JobHeldUser": "held by you (scontrol release ID)",
-    "JobHeldAdmin": "held by an administrator",
-    "launch failed requeued held": "its launch failed and SLURM held it; scontrol release ID once the node is fixed",
-}
 
 
 @dataclass
@@ -72,12 +51,6 @@ class JobState:
     def needs_submission(self) -> bool:
         """True for a job that is neither finished, failed (for a reason a rerun does not fix), nor queued."""
         return self.state in (NEW, CANCELLED, LOST, INTERRUPTED, CORRUPT) or (self.state == FAILED and self.setup_failure)
-
-
-def queue_reason(reason: str) -> str:
-    """The queue's reason for a pending job, in words (the raw code in parentheses)."""
-    words = QUEUE_REASONS.get(reason)
-    return f"{words} ({reason})" if words else reason
 
 
 def jobs_log_path(results: Path) -> Path:
@@ -108,26 +81,6 @@ def read_jobs_log(results: Path) -> dict[str, dict[str, Any]]:
             except (ValueError, KeyError, TypeError):
                 print(f"warning: {path} line {number} is not a submission record; skipped", file=sys.stderr)
     return latest
-
-
-def squeue_states() -> dict[str, tuple[str, str]] | None:
-    """SLURM id ("123" or "123_4") -> (state, reason) of this user's jobs; None without squeue.
-
-    `-t all` also lists jobs that ended within the controller's MinJobAge (e.g. CANCELLED), which
-    names the reason a job left the queue; older ones are simply absent.
-    """
-    if shutil.which("squeue") is None:
-        return None
-    try:
-        output = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-u", getpass.getuser(), "-o", "%i|%T|%r"],
-                                capture_output=True, text=True, timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    states = {}
-    for line in output.splitlines():
-        slurm_id, state, reason = (line.split("|") + ["", ""])[:3]
-        states[slurm_id.strip()] = (state.strip(), reason.strip())
-    return states
 
 
 def log_tail(path: str | None, lines: int = LOG_TAIL_LINES) -> str:
@@ -188,11 +141,3 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
                     f"left the queue without finishing ({ended or 'killed, out of memory, node failure or timeout'})")
     state.traceback = tail
     return state
-
-
-def spec_path_of(results: Path, job_id: str) -> Path:
-    return Path(results) / JOBS_FOLDER / job_id / "spec.json"
-
-
-def stored_spec(results: Path, job_id: str) -> dict[str, Any]:
-    return read_json(spec_path_of(results, job_id))

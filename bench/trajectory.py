@@ -45,7 +45,7 @@ from bench.masks import Masks
 from bench.spec import JobSpec
 from bench.stages import RESULT_FILE, StageNeed, StageSpec, load_value, recipe_key, requested, stage_lock
 from bench.train import EpochLog, Evaluation, Trainer, TrainSettings, evaluate
-from methods.base import PlannedPhase
+from methods.registry import PlannedPhase
 
 TRAJECTORY_STAGE = "dense-trajectory"
 TRAJECTORY_VERSION = 1

@@ -1,29 +1,35 @@
-"""The method registry: a method is one file with a class decorated `@register("name")`.
+"""The method side's one door for the harness: the method registry and the contract names `bench/` uses.
 
-Every module in the `methods` and `baselines` packages whose name does not start with `_` is imported
-on first use, so adding a method needs no list to edit (underscore modules are helpers and tools, e.g.
-`methods._imc_timing`, and are never imported as plugins). Methods kept outside the repository come
-from installed packages through the entry-point group `prunebench.methods` (`bench.plugins`: the way
-pytest and submitit load plugins; every job process sees them) and from the modules named in the
-environment variable `PRUNEBENCH_PLUGINS` (comma-separated, imported last); the variable reaches SLURM
-jobs with the rest of the submitter's environment. A method author imports `methods.api` only. A
-`PRUNEBENCH_PLUGINS` module that is missing, raises while imported or registers a name already taken is
-a one-line `BenchError` naming the module (an entry point: a `bench.plugins.PluginError` naming it).
+A method is one file with a class decorated `@register("name")`. Every module in the `methods` and
+`baselines` packages whose name does not start with `_` is imported on first use, so adding a method
+needs no list to edit (underscore modules are helpers and tools, e.g. `methods._imc_timing`, and are
+never imported as plugins). Methods kept outside the repository come from installed packages through
+the entry-point group `prunebench.methods` (`bench.plugins`: the way pytest and submitit load plugins;
+every job process sees them) and from the modules named in the environment variable
+`PRUNEBENCH_PLUGINS` (comma-separated, imported last); the variable reaches SLURM jobs with the rest of
+the submitter's environment. Both routes import through `bench.plugins.import_plugin`: a plugin that is
+missing, raises while imported or registers a name already taken is one `PluginError` line naming the
+plugin and its module. A method author imports `methods.api` only.
+
+`bench/` imports nothing else of `methods/` or `baselines/` (`tests/test_layout.py`): what the harness
+needs of the contract (`methods.base`, which stays the contract's home) is re-exported here:
+`Method`, `Pruner`, `NoSettings`, `PlannedPhase` and `check_ablation`.
 """
-
 from __future__ import annotations
 
 import importlib
 import os
 import pkgutil
-from typing import TYPE_CHECKING
 
 from bench.errors import BenchError
-from bench.plugins import METHODS_GROUP, load_entry_points
+from bench.plugins import METHODS_GROUP, import_plugin, load_entry_points
 from bench.registry import Registry
+from methods.base import Method, NoSettings, PlannedPhase, Pruner, check_ablation
 
-if TYPE_CHECKING:
-    from methods.base import Method
+__all__ = [
+    "METHODS", "PLUGINS_VARIABLE", "SPARSITY_MODES", "Method", "NoSettings", "PlannedPhase", "Pruner",
+    "check_ablation", "found_provider", "get_method", "load_plugins", "method_names", "register",
+]
 
 METHODS: Registry[type[Method]] = Registry("method")
 PLUGIN_PACKAGES = ("baselines", "methods")
@@ -69,21 +75,10 @@ def load_plugins() -> Registry[type[Method]]:
                 if not module.name.startswith("_"):
                     importlib.import_module(f"{package_name}.{module.name}")
         load_entry_points(METHODS_GROUP)
-        for module_name in os.environ.get(PLUGINS_VARIABLE, "").split(","):
-            if module_name.strip():
-                _import_plugin(module_name.strip())
+        for module_name in filter(None, (name.strip() for name in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+            import_plugin(module_name, f"{module_name!r} (named in {PLUGINS_VARIABLE})")
         _loaded = True
     return METHODS
-
-
-def _import_plugin(module_name: str) -> None:
-    """Import a module named in PRUNEBENCH_PLUGINS; any failure is one line naming the module."""
-    try:
-        importlib.import_module(module_name)
-    except Exception as error:  # missing, raising while imported, registering a name twice
-        why = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise BenchError(f"{PLUGINS_VARIABLE} module {module_name!r} failed to load ({type(error).__name__}: {why}); "
-                         "accepted: importable modules that register methods with new names") from None
 
 
 def get_method(name: str) -> type[Method]:

@@ -89,8 +89,9 @@ def test_status_reports_done_failed_and_unsubmitted(tmp_path: Path, capsys: pyte
 
 
 def test_jobs_per_gpu_slots_and_flags_that_would_be_ignored(tmp_path: Path) -> None:
-    from bench.executors import SlurmSettings, gpu_slots, mps_setup
+    from bench.executors import gpu_slots
     from bench.run import main as run_main
+    from bench.slurm.executor import SlurmSettings, mps_setup
 
     assert gpu_slots(2, None, 3) == [0, 1, 0, 1, 0, 1] and gpu_slots(2, 3, 4) == [0, 1, 0]
     assert gpu_slots(0, None, 4) == [] and gpu_slots(1, None, 1) == [0]
@@ -105,7 +106,7 @@ def test_jobs_per_gpu_slots_and_flags_that_would_be_ignored(tmp_path: Path) -> N
 
 def test_an_array_task_runs_its_group_of_jobs_in_processes(tmp_path: Path) -> None:
     """`SpecJobGroup` (what one SLURM array task runs with --jobs-per-gpu 2), called as submitit would."""
-    from bench.executors import SpecJobGroup
+    from bench.slurm.tasks import SpecJobGroup
 
     specs = [tiny("dense"), tiny("dense", trial=1)]
     paths = [str(store.write_spec(tmp_path, spec, RUN)) for spec in specs]

@@ -1,7 +1,7 @@
 """The harness's import graph (parsed with `ast`): `bench/` reaches the methods only through the
-registry and the contract (`methods.registry`, `methods.base`), and no two of its modules import
-each other, directly or around a longer loop (function-level imports and `importlib.import_module`
-of a literal name included)."""
+registry (`methods.registry`, which re-exports what the harness needs of the contract `methods.base`),
+and no two of its modules import each other, directly or around a longer loop (function-level imports
+and `importlib.import_module` of a literal name included)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,27 @@ import ast
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-CONTRACT = {"methods.registry", "methods.base"}
-"""The methods' side of the contract: the only modules of methods/ that bench/ may import."""
+DOOR = "methods.registry"
+"""The one module of methods/ and baselines/ that bench/ may import (anywhere, type-checking blocks too)."""
+CONTRACT = {DOOR, "methods.base"}
+"""The method side's modules that the cycle check follows: the registry and the contract it re-exports."""
 METHOD_PACKAGES = ("methods", "baselines")
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO_ROOT).with_suffix("").parts)
+def module_name(path: Path, root: Path = REPO_ROOT) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports_of(path: Path, known: set[str]) -> set[str]:
-    """The project modules that `path` imports anywhere (type-checking-only imports excluded)."""
+def import_lines(path: Path, known: set[str], type_checking: bool = False, root: Path = REPO_ROOT) -> dict[str, int]:
+    """The project modules that `path` imports anywhere -> the first line doing so (imports under
+    `if TYPE_CHECKING:` only with `type_checking`: they never run, so they close no cycle)."""
     tree = ast.parse(path.read_text())
-    skipped = {id(node) for statement in ast.walk(tree) if isinstance(statement, ast.If)
-               and isinstance(statement.test, ast.Name) and statement.test.id == "TYPE_CHECKING"
-               for node in ast.walk(statement)}
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-    found = set()
+    skipped = set() if type_checking else {
+        id(node) for statement in ast.walk(tree) if isinstance(statement, ast.If)
+        and isinstance(statement.test, ast.Name) and statement.test.id == "TYPE_CHECKING" for node in ast.walk(statement)}
+    package = module_name(path, root) if path.name == "__init__.py" else module_name(path, root).rpartition(".")[0]
+    found: dict[str, int] = {}
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
@@ -45,7 +48,7 @@ def imports_of(path: Path, known: set[str]) -> set[str]:
             while name and name not in known:
                 name = name.rpartition(".")[0]
             if name:
-                found.add(name)
+                found[name] = min(found.get(name, node.lineno), node.lineno)
     return found
 
 
@@ -58,23 +61,44 @@ def imported_by_name(node: ast.AST) -> str | None:
     return node.args[0].value if called == "import_module" and isinstance(node.args[0].value, str) else None
 
 
+def project_paths() -> list[Path]:
+    return [path for package in ("bench", *METHOD_PACKAGES) for path in (REPO_ROOT / package).rglob("*.py")]
+
+
 def project_graph() -> dict[str, set[str]]:
-    paths = [path for package in ("bench", *METHOD_PACKAGES) for path in (REPO_ROOT / package).rglob("*.py")]
+    paths = project_paths()
     known = {module_name(path) for path in paths}
-    return {module_name(path): imports_of(path, known) - {module_name(path)} for path in paths}
+    return {module_name(path): set(import_lines(path, known)) - {module_name(path)} for path in paths}
 
 
-def test_bench_imports_no_method_module():
-    graph = project_graph()
-    offending = {module: sorted(target for target in targets if target.startswith(METHOD_PACKAGES)
-                                and target not in CONTRACT and target not in METHOD_PACKAGES)
-                 for module, targets in graph.items() if module.startswith("bench")}
-    assert {module: targets for module, targets in offending.items() if targets} == {}
+def method_side_imports(path: Path, known: set[str], root: Path = REPO_ROOT) -> list[str]:
+    """`file:line imports module` for each module of methods/ or baselines/ other than the registry that
+    the bench/ module at `path` imports (module level, in a function, type-checking-only or by
+    `importlib.import_module`)."""
+    return [f"{path.relative_to(root)}:{line} imports {target}; accepted: {DOOR} only"
+            for target, line in sorted(import_lines(path, known, type_checking=True, root=root).items())
+            if target.split(".")[0] in METHOD_PACKAGES and target != DOOR]
 
 
-PLUGIN_SCAN = {"methods.registry": {"methods.base"}}
-"""Imports the graph cannot read: `load_plugins` imports every method module by a computed name
-(`importlib.import_module(f"{package}.{module}")`), and each of them imports the contract, `methods.base`."""
+def test_bench_reaches_the_method_side_only_through_the_registry():
+    paths = project_paths()
+    known = {module_name(path) for path in paths}
+    offending = [line for path in paths if module_name(path).split(".")[0] == "bench"
+                 for line in method_side_imports(path, known)]
+    assert offending == [], "\n".join(offending)
+
+
+def test_the_registry_rule_names_file_and_line(tmp_path):
+    """The rule fails on an import of the contract itself, also type-checking-only or by `import_module`."""
+    module = tmp_path / "bench" / "late.py"
+    module.parent.mkdir()
+    module.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from methods.base import Method\n"
+                      "def late():\n    from methods.registry import get_method\n"
+                      "    import importlib\n    importlib.import_module('baselines.snip')\n")
+    known = {"bench.late", "methods", "methods.base", "methods.registry", "baselines", "baselines.snip"}
+    assert method_side_imports(module, known, tmp_path) == [
+        "bench/late.py:7 imports baselines.snip; accepted: methods.registry only",
+        "bench/late.py:3 imports methods.base; accepted: methods.registry only"]
 
 
 def harness_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -103,12 +127,11 @@ def test_harness_import_graph_has_no_cycles():
     assert harness_cycles(project_graph()) == []
 
 
-def test_no_cycle_through_the_plugin_scan():
-    """bench.spec -> methods.registry -> (every method module) -> methods.base must not lead back: the
-    contract module holds no job runtime (`JobContext` lives in `bench.job_context`)."""
+def test_the_cycle_check_follows_the_registry_into_the_contract():
+    """bench.spec -> methods.registry -> methods.base must not lead back (the registry imports the contract it
+    re-exports; the contract holds no job runtime: `JobContext` lives in `bench.job_context`)."""
     graph = project_graph()
-    for module, targets in PLUGIN_SCAN.items():
-        graph[module] = graph[module] | targets
+    assert "methods.base" in graph["methods.registry"] and "methods.registry" in graph["bench.spec"]
     assert harness_cycles(graph) == []
 
 

@@ -33,14 +33,17 @@ from bench.atomic import load_checked, save_checked, write_json
 from bench.data import DataSettings, load_dataset
 from bench.data.sources import _read_batch_file
 from bench.errors import BenchError
-from bench.executors import SlurmSettings, describe_resume, run_inline, slurm_executor
+from bench.executors import run_inline
 from bench.grid import load_grid
 from bench.jobs import run_job
 from bench.report import main as report_main
+from bench.slurm.executor import SlurmSettings, slurm_executor
+from bench.slurm.queue import queue_reason
+from bench.slurm.tasks import describe_resume
 from bench.spec import JobSpec, RunSettings
 from bench.stages import StageSpec, obtain
 from bench.store import CORRUPT, DONE, FAILED, job_dir, job_lock, read_status, write_spec
-from bench.tracking import job_states, queue_reason
+from bench.tracking import job_states
 from bench.train import EpochLog, Trainer, TrainSettings
 from bench.trajectory import trajectory_stage
 from tests.conftest import TINY_ARCH, run_spec
@@ -441,13 +444,13 @@ def test_a_failed_analysis_is_reported_and_blocks_its_dependents(tmp_path):
 
 
 def test_the_checkout_path_is_quoted_in_the_sbatch_setup(tmp_path, monkeypatch):
-    import bench.executors as executors
+    import bench.slurm.executor as slurm_executor_module
 
-    if executors.shutil.which("sbatch") is None:
+    if slurm_executor_module.shutil.which("sbatch") is None:
         pytest.skip("needs sbatch on PATH (tests/slurm/start-cluster.sh)")
     spaced = tmp_path / "my checkout"
     spaced.mkdir()
-    monkeypatch.setattr(executors, "REPO_ROOT", spaced)
+    monkeypatch.setattr(slurm_executor_module, "REPO_ROOT", spaced)
     executor = slurm_executor(tmp_path / "results", SlurmSettings())
     setup = executor._executor.parameters["setup"]
     script = "\n".join([*setup, "pwd", 'echo "$PYTHONPATH"'])

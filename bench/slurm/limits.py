@@ -1,10 +1,11 @@
-"""What a SLURM partition's nodes offer, so that a request no node can meet is refused at submission.
+"""What the SLURM cluster allows, read with `scontrol`: a partition's nodes, and the largest array.
 
 SLURM accepts an array whose tasks ask for more CPUs, memory, GPUs or time than any node of the
 partition has, and leaves it pending for ever (reason `PartitionConfig`). Before submitting, this
 module reads the partition (`scontrol show partition -o`: its nodes, MaxTime, MaxCPUsPerNode,
 MaxMemPerNode) and its nodes (`scontrol show node -o`: CPUTot, RealMemory, Gres) and raises one
 `BenchError` naming the first limit the request exceeds. Without `scontrol` nothing is checked.
+`max_array_size` reads MaxArraySize (`scontrol show config`) to chunk the submitted arrays.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from bench.errors import BenchError
 
 UNLIMITED = "UNLIMITED"
+DEFAULT_MAX_ARRAY_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class PartitionOffer:
     time_min: int | None
 
 
-def _scontrol(*args: str) -> str | None:
+def scontrol(*args: str) -> str | None:
+    """`scontrol ARGS`'s output; None without scontrol or when it fails."""
     if shutil.which("scontrol") is None:
         return None
     try:
@@ -65,7 +68,7 @@ def _gpus(gres: str) -> int:
 
 def partition_offer(partition: str | None) -> PartitionOffer | None:
     """What the partition (default: the cluster's default partition) offers one job; None if unknown."""
-    output = _scontrol("show", "partition", "-o")
+    output = scontrol("show", "partition", "-o")
     if not output:
         return None
     partitions = [_fields(line) for line in output.splitlines() if line.strip()]
@@ -78,7 +81,7 @@ def partition_offer(partition: str | None) -> PartitionOffer | None:
         chosen = next((entry for entry in partitions if entry.get("PartitionName") == partition), None)
         if chosen is None:
             raise BenchError(f"--partition {partition!r} does not exist; accepted: {', '.join(names)}")
-    nodes_output = _scontrol("show", "node", "-o", chosen.get("Nodes", "")) if chosen.get("Nodes") else None
+    nodes_output = scontrol("show", "node", "-o", chosen.get("Nodes", "")) if chosen.get("Nodes") else None
     nodes = [_fields(line) for line in (nodes_output or "").splitlines() if line.strip()]
     if not nodes:
         return None
@@ -115,3 +118,12 @@ def check_request(partition: str | None, cpus: int, mem_gb: float, gpus: int, ti
     if offer.time_min is not None and time_min > offer.time_min:
         raise BenchError(f"--time-min {time_min} is more than partition {offer.name} allows (MaxTime "
                          f"{offer.time_min} min); accepted: --time-min 1..{offer.time_min}")
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (the largest array has MaxArraySize tasks, indices 0..MaxArraySize-1)."""
+    config = scontrol("show", "config")
+    if config is None:
+        return DEFAULT_MAX_ARRAY_SIZE
+    match = re.search(r"^MaxArraySize\s*=\s*(\d+)", config, re.MULTILINE)
+    return max(1, int(match.group(1)) - 1) if match else DEFAULT_MAX_ARRAY_SIZE
