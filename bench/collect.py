@@ -39,7 +39,7 @@ from bench.store import (
 MISSING, BLOCKED = "missing", "blocked"
 DEFAULT = "default"
 JOB_COLUMNS = ["job_id", "method", "dataset", "arch", "trial", "level", "hparams", "train", "state", "error", "folder",
-               "git_sha", "threads", "ablation", "method_version", "method_source"]
+               "git_sha", "threads", "ablation", "method_version", "method_source", "method_sources"]
 
 
 def level_label(sparsity: float | str | None) -> str:
@@ -98,6 +98,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> tuple[dict, list[dict]
         "ablation": spec.ablation,
         "method_version": method_code.get("version", ""),
         "method_source": method_code.get("source_sha256", ""),
+        "method_sources": json.dumps(method_code.get("sources") or {}, sort_keys=True),  # module -> sha256
     }, records
 
 

@@ -14,7 +14,9 @@ records, so it works where the method is not installed.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import inspect
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from bench.errors import BenchError
 from bench.spec import FOUND, JobSpec
 from bench.store import DONE, JOBS_FOLDER, job_dir, read_status
 
@@ -51,13 +52,33 @@ def file_sha256(module_name: str) -> str | None:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
 
 
+def combined_sha256(sources: dict[str, str | None]) -> str:
+    """One sha256 over the per-file digests of a method's sources, in their recorded order."""
+    return hashlib.sha256("".join(f"{module}:{digest}\n" for module, digest in sources.items()).encode()).hexdigest()
+
+
 def method_identity(method_class: type[Method]) -> dict[str, Any]:
     """What `provenance.json` records of a method: module, version, and the sha256 of its sources (each
     file's, and one over them all: `source_sha256`)."""
     sources = {module: file_sha256(module) for module in source_modules(method_class)}
-    combined = hashlib.sha256("".join(f"{module}:{digest}\n" for module, digest in sources.items()).encode())
     return {"module": method_class.__module__, "class": method_class.__qualname__, "version": method_class.version,
-            "source_sha256": combined.hexdigest(), "sources": sources}
+            "source_sha256": combined_sha256(sources), "sources": sources}
+
+
+def installed_sources(modules) -> dict[str, str | None] | None:
+    """Module -> sha256 of its source file as installed here (as `method_identity` records them), read
+    without running the modules (the report imports no method code); None where one is not installed."""
+    digests = {}
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module)  # runs at most the parent package's __init__
+        except (ImportError, ValueError):
+            return None
+        if found is None or not found.origin:
+            return None
+        origin = Path(found.origin)
+        digests[module] = hashlib.sha256(origin.read_bytes()).hexdigest() if origin.suffix == ".py" else None
+    return digests
 
 
 def methods_used(spec: JobSpec) -> dict[str, dict[str, Any]]:
@@ -94,19 +115,9 @@ def superseded_lines(planned: list[PlannedJob], results: Path) -> list[str]:
             for method, count in superseded(planned, results).items()]
 
 
-def installed_identity(method: str) -> dict[str, Any] | None:
-    """The identity of the method as installed here; None where it is not (a plugin of another machine)."""
-    from methods.registry import get_method
-
-    try:
-        return method_identity(get_method(method))
-    except BenchError:  # unknown here, or a plugin that does not load: the records still report
-        return None
-
-
 def code_notes(jobs: pd.DataFrame) -> list[str]:
-    """Where done jobs' recorded method code differs: from the installed code under the same version, or
-    from other jobs of the same method and version (one line each; the report lists them)."""
+    """Where done jobs' recorded method code differs: from the source files installed here, or from other
+    jobs of the same method and version (one line each; the report lists them)."""
     notes = []
     recorded = jobs[(jobs.state == DONE) & jobs.method_source.astype(bool)]
     for (method, version), group in recorded.groupby(["method", "method_version"]):
@@ -115,11 +126,16 @@ def code_notes(jobs: pd.DataFrame) -> list[str]:
             counts = ", ".join(f"{digest[:12]} ({count} job(s))" for digest, count in sources.most_common())
             notes.append(f"method {method} version {version}: its jobs ran different source code under one "
                          f"version ({counts}); bump `version` when results change")
-        installed = installed_identity(method)
-        if installed is None:
+        group = group[group.method_sources != "{}"]  # records that name no source files: nothing to compare
+        if group.empty:
+            continue
+        recorded_sources = {listed: json.loads(listed) for listed in set(group.method_sources)}
+        installed = {listed: installed_sources(sources) for listed, sources in recorded_sources.items()}
+        if None in installed.values():
             notes.append(f"method {method}: not installed here; its records are reported as recorded")
-        elif installed["version"] == version and set(sources) != {installed["source_sha256"]}:
-            stale = sum(count for digest, count in sources.items() if digest != installed["source_sha256"])
+            continue
+        stale = int(sum(installed[listed] != recorded_sources[listed] for listed in group.method_sources))
+        if stale:
             notes.append(f"method {method} version {version}: {stale} job(s) ran source code that differs from the "
-                         f"installed one ({installed['source_sha256'][:12]}) under the same version")
+                         "installed one (its source files here)")
     return notes

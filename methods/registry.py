@@ -13,18 +13,22 @@ plugin and its module. A method author imports `methods.api` only.
 
 `bench/` imports nothing else of `methods/` or `baselines/` (`tests/test_layout.py`): what the harness
 needs of the contract (`methods.base`, which stays the contract's home) is re-exported here:
-`Method`, `Pruner`, `NoSettings`, `PlannedPhase` and `check_ablation`.
+`Method`, `Pruner`, `NoSettings`, `PlannedPhase` and `check_ablation` (`CONTRACT_NAMES`, imported on
+first use, so that importing the registry does not import torch).
 """
 from __future__ import annotations
 
 import importlib
 import os
 import pkgutil
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
 from bench.plugins import METHODS_GROUP, import_plugin, load_entry_points
 from bench.registry import Registry
-from methods.base import Method, NoSettings, PlannedPhase, Pruner, check_ablation
+
+if TYPE_CHECKING:
+    from methods.base import Method, NoSettings, PlannedPhase, Pruner, check_ablation
 
 __all__ = [
     "METHODS", "PLUGINS_VARIABLE", "SPARSITY_MODES", "Method", "NoSettings", "PlannedPhase", "Pruner",
@@ -38,6 +42,18 @@ SPARSITY_MODES = ("levels", "rounds", "none")
 """How a method takes a grid's sparsities (`Method.sparsity_mode`): one job per level, one iterative job
 whose rounds cover them, or one job at none."""
 _loaded = False
+CONTRACT_NAMES = ("Method", "NoSettings", "PlannedPhase", "Pruner", "check_ablation")
+
+
+def __getattr__(name: str) -> Any:
+    """The contract's names, imported from `methods.base` when first asked for: `methods.base` imports
+    torch, and what reads records without running methods (`bench.report`, `bench.status`) imports this
+    module without ever asking for them."""
+    if name in CONTRACT_NAMES:
+        from methods import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(name: str):
