@@ -213,7 +213,9 @@ def test_tensorboard_logs_every_epoch(tmp_path):
 def test_ctrl_c_is_one_line_that_says_the_run_resumes(tmp_path):
     command = [sys.executable, "-m", "bench.run", "--methods", "dense", "--epochs", "200", "--dataset", "digits@300",
                "--arch", TINY_ARCH, "--device", "cpu", "--results", str(tmp_path), "--log-every", "1"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    # a suite started in the background by a shell inherits SIGINT ignored: the run gets it as a terminal would
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     first = process.stderr.readline()  # the first epoch line: training has started
     assert "epoch 1:" in first, first
     process.send_signal(signal.SIGINT)
