@@ -187,8 +187,12 @@ class SparseTraining(Method):
         clock = Clock.of(context)
         updater = self.updater(context, model, clock)
         if not any(updater.updates_at(step) for step in range(clock.total)):
+            example = (f"--set hparams.{self.name}.update_interval=N with N below "
+                       f"{max(1, clock.at(self.settings.end_fraction))}, " if hasattr(self.settings, "update_interval")
+                       else "")
             raise BenchError(f"{self.name}: no mask update falls in the {clock.total} training iterations of this "
-                             f"job ({self.settings}); accepted: settings with an update before the end")
+                             f"job ({self.settings}); accepted: settings with an update before the end ({example}or "
+                             "--quick)")
         result = context.train(model, "train", mask_updater=updater)
         events = updater.events
         write_text(context.job_dir / MASK_UPDATES_FILE, events_csv(events))

@@ -274,6 +274,7 @@ def test_job_writes_its_mask_updates_and_refuses_a_schedule_without_updates(tmp_
     rows = list(csv.DictReader((context.job_dir / "mask_updates.csv").open()))
     assert records[0]["extra"]["mask_updates"] == len(rows) > 0
     assert records[0]["extra"]["weights_moved"] == sum(int(row["moved"]) for row in rows)
-    with pytest.raises(BenchError, match="no mask update"):
+    with pytest.raises(BenchError, match=r"no mask update .*--set hparams\.rigl\.update_interval=N with N below \d+, "
+                                         r"or --quick\)"):
         context.method.settings = DropGrowSettings(update_interval=100)
         context.method.run(context)
