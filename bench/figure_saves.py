@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench.atomic import atomic_write
 from bench.errors import BenchError
+from bench.threads import available_cores
 
 FORMATS = ("png", "pdf")
 DPI = 120
@@ -32,14 +33,13 @@ _failed: list[str] = []  # figures whose child failed, named when the block ends
 _workers = 1
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity where the platform has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def figure_paths(folder: Path, name: str) -> list[Path]:
+    return [folder / f"{name}.{kind}" for kind in FORMATS]
 
 
 def render(figure, folder: Path, name: str) -> list[Path]:
     """Lay `figure` out once and write it as `name`.png and `name`.pdf in `folder`; the paths written."""
-    paths = [folder / f"{name}.{kind}" for kind in FORMATS]
+    paths = figure_paths(folder, name)
     if figure.get_layout_engine() is not None:  # lay out once for both formats, then keep the positions
         figure.draw_without_rendering()
         figure.set_layout_engine("none")
@@ -73,7 +73,7 @@ def save(figure, folder: Path, name: str) -> list[Path]:
             sys.stderr.flush()
             os._exit(code)
     _children[pid] = name
-    return [folder / f"{name}.{kind}" for kind in FORMATS]
+    return figure_paths(folder, name)
 
 
 def _wait_for_oldest() -> None:

@@ -53,7 +53,7 @@ def file_sha256(module_name: str) -> str | None:
 
 
 def combined_sha256(sources: dict[str, str | None]) -> str:
-    """One sha256 over the per-file digests of a method's sources, in their recorded order."""
+    """One sha256 over the per-file digests of a method's sources, in the order given (`source_modules`'s)."""
     return hashlib.sha256("".join(f"{module}:{digest}\n" for module, digest in sources.items()).encode()).hexdigest()
 
 

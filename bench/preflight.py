@@ -61,9 +61,9 @@ def check_jobs(planned: list[PlannedJob]) -> None:
 
 def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, runs_here: bool) -> None:
     """Everything a run needs that can be checked here, before the executor writes a job folder; the decoded
-    data and the device only where the jobs run on this machine (`runs_here`; not SLURM jobs)."""
+    data and the device only where the jobs run on this machine (`runs_here`; not SLURM jobs). `bench.run`
+    asks `check_jobs` before it (and before a dry run)."""
     _check_results(Path(results))
-    check_jobs(planned)
     for name in dict.fromkeys(job.spec.dataset for job in planned):
         _check_dataset(name, run, decode=runs_here)
     if runs_here:
