@@ -24,19 +24,24 @@ import io
 import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from bench.ablations import NO_ABLATION
 from bench.atomic import write_text
+from bench.data import dataset_sizes
 from bench.errors import BenchError
 from bench.job_context import JobContext
 from bench.layer_density import DISTRIBUTIONS, ERK, check_distribution, random_distribution_masks
 from bench.mask_updates import EVENT_COLUMNS, MaskUpdater
 from bench.masks import Masks, layerwise_count_mask, prunable_parameters
 from methods.base import Method
+
+if TYPE_CHECKING:
+    from bench.spec import JobSpec
+    from bench.train import TrainSettings
 
 MASK_UPDATES_FILE = "mask_updates.csv"
 ANNEALS = ("cosine", "constant")
@@ -67,6 +72,10 @@ class DropGrowSettings(DistributionSettings):
         "help": "delta-T: iterations between mask updates (RIGL maskupdate_frequency; not scaled with T)"})
     end_fraction: float = field(default=0.75, metadata={
         "help": "last update at this fraction of the training iterations (RIGL maskupdate_end_step, 75%)"})
+    short_job_updates: int = field(default=10, metadata={
+        "help": "a job too short for one update at delta-T (T_end < delta-T) updates every max(2, T_end // this) "
+                "iterations instead, said at launch and in its record (prunebench's choice, not RIGL's); "
+                "0: refuse such a job"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -80,6 +89,21 @@ class DropGrowSettings(DistributionSettings):
             raise BenchError(f"{owner} update_interval = {self.update_interval}; accepted: an integer >= 1")
         if not 0.0 < self.end_fraction <= 1.0:
             raise BenchError(f"{owner} end_fraction = {self.end_fraction}; accepted: a float in (0, 1]")
+        if self.short_job_updates < 0:
+            raise BenchError(f"{owner} short_job_updates = {self.short_job_updates}; accepted: an integer >= 0 "
+                             "(0: refuse a job too short for one update)")
+
+
+def update_interval_for(settings: DropGrowSettings, end: int) -> int | None:
+    """delta-T of a job whose updates may fall at 0 < t <= `end`: the setting's where one update fits; in a
+    shorter job every max(2, end // short_job_updates) iterations (2 at least, so that RigL, which skips
+    the SGD step on an update iteration, still trains on half of them); None where no update fits or the
+    setting refuses short jobs."""
+    if end >= settings.update_interval:
+        return settings.update_interval
+    if settings.short_job_updates == 0 or end < 2:
+        return None
+    return max(2, end // settings.short_job_updates)
 
 
 def cosine_drop_fraction(alpha: float, step: int, end: int) -> float:
@@ -112,6 +136,16 @@ class Clock:
     def of(cls, context: JobContext) -> Clock:
         per_epoch = context.data.batches_per_epoch(context.train_settings.batch_size)
         return cls(per_epoch, per_epoch * context.train_settings.epochs)
+
+    @classmethod
+    def planned(cls, spec: JobSpec, recipe: TrainSettings) -> Clock | None:
+        """The clock of a job before it runs, from its dataset's size (None where the source cannot tell
+        it without loading the data)."""
+        sizes = dataset_sizes(spec.dataset)
+        if sizes is None:
+            return None
+        per_epoch = -(-sizes[0] // recipe.batch_size)  # as `DeviceData.batches_per_epoch`
+        return cls(per_epoch, per_epoch * recipe.epochs)
 
     def at(self, fraction: float) -> int:
         """The iteration at `fraction` of training: round(fraction x T)."""
@@ -156,10 +190,11 @@ class DropGrowUpdater(MaskUpdater):
         super().__init__(masks, clock.steps_per_epoch)
         self.settings = settings
         self.end = clock.at(settings.end_fraction)
+        self.interval = update_interval_for(settings, self.end)
         self.seed_of = seed_of
 
     def updates_at(self, step: int) -> bool:
-        return 0 < step <= self.end and step % self.settings.update_interval == 0
+        return self.interval is not None and 0 < step <= self.end and step % self.interval == 0
 
     @abstractmethod
     def grow_scores(self, step: int, weights: dict[str, torch.Tensor], gradients: dict[str, torch.Tensor] | None
@@ -182,23 +217,69 @@ class SparseTraining(Method):
     def updater(self, context: JobContext, model: nn.Module, clock: Clock) -> MaskUpdater:
         """The job's updater, holding its initial mask (None: dense)."""
 
+    def check_schedule(self, clock: Clock) -> None:
+        """Raise a one-line `BenchError` where the schedule cannot run in `clock`'s iterations."""
+        return None
+
+    def schedule_notes(self, clock: Clock) -> list[str]:
+        """What the schedule changes for a job of `clock`'s length (said at launch and in the job's log)."""
+        return []
+
+    def schedule_record(self, clock: Clock) -> dict[str, Any]:
+        """The schedule values the job's record keeps beside its mask-update counts."""
+        return {}
+
+    def check_job(self, spec: JobSpec, recipe: TrainSettings) -> None:
+        clock = Clock.planned(spec, recipe)
+        if clock is not None:
+            self.check_schedule(clock)
+
+    def job_notes(self, spec: JobSpec, recipe: TrainSettings) -> list[str]:
+        clock = Clock.planned(spec, recipe)
+        return [] if clock is None else self.schedule_notes(clock)
+
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         model = context.new_model()
         clock = Clock.of(context)
+        self.check_schedule(clock)
+        for note in self.schedule_notes(clock):
+            print(f"note: {note}", flush=True)
         updater = self.updater(context, model, clock)
         if not any(updater.updates_at(step) for step in range(clock.total)):
-            example = (f"--set hparams.{self.name}.update_interval=N with N below "
-                       f"{max(1, clock.at(self.settings.end_fraction))}, " if hasattr(self.settings, "update_interval")
-                       else "")
             raise BenchError(f"{self.name}: no mask update falls in the {clock.total} training iterations of this "
-                             f"job ({self.settings}); accepted: settings with an update before the end ({example}or "
-                             "--quick)")
+                             f"job ({self.settings}); accepted: a schedule with an update before the end, or --quick")
         result = context.train(model, "train", mask_updater=updater)
         events = updater.events
         write_text(context.job_dir / MASK_UPDATES_FILE, events_csv(events))
         return [context.record(model, result.masks, result.evaluation, result.epochs, mask_updates=len(events),
                                weights_moved=sum(event["moved"] for event in events),
-                               distribution=self.settings.distribution)]
+                               distribution=self.settings.distribution, **self.schedule_record(clock))]
+
+
+class DropGrowTraining(SparseTraining):
+    """SET and RigL: RigL's schedule (`DropGrowSettings`), delta-T fitted to short jobs as the settings say."""
+
+    def check_schedule(self, clock: Clock) -> None:
+        end = clock.at(self.settings.end_fraction)
+        if update_interval_for(self.settings, end) is None:
+            raise BenchError(f"{self.name}: delta-T = {self.settings.update_interval} leaves no mask update in the "
+                             f"{end} iterations before T_end of this {clock.total}-iteration job (short_job_updates "
+                             f"= {self.settings.short_job_updates}); accepted: --set hparams.{self.name}."
+                             f"short_job_updates=N with N >= 1, hparams.{self.name}.update_interval=N with N <= "
+                             f"{max(1, end)}, or more epochs")
+
+    def schedule_notes(self, clock: Clock) -> list[str]:
+        end = clock.at(self.settings.end_fraction)
+        interval = update_interval_for(self.settings, end)
+        if interval is None or interval == self.settings.update_interval:
+            return []
+        return [f"{self.name}: delta-T = {self.settings.update_interval} leaves no mask update in the {end} iterations "
+                f"before T_end of this {clock.total}-iteration job; it updates every {interval} iterations instead "
+                f"({end // interval} updates; hparams.{self.name}.short_job_updates = "
+                f"{self.settings.short_job_updates}, 0 refuses such a job)"]
+
+    def schedule_record(self, clock: Clock) -> dict[str, Any]:
+        return {"update_interval": update_interval_for(self.settings, clock.at(self.settings.end_fraction))}
 
 
 def events_csv(events: list[dict[str, float | int]]) -> str:

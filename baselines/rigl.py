@@ -18,7 +18,9 @@ t = 0; RIGL-TORCH and REPRO do not); no N(0, 1e-5) drop-score noise (inactive we
 candidates); ties by lower flat index; the lr schedule stays on the epoch clock (RIGL's global step pauses
 on update iterations); a skipped step consumes its batch as in RIGL-TORCH (RIGL's pause re-runs the step
 value on the next batch). delta-T is 100 iterations whatever T (RIGL keeps 100 for its 32k-step ImageNet
-and 98k-step CIFAR runs), so a short run has few updates: 5 non-trivial ones at 800 iterations.
+and 98k-step CIFAR runs), so a short run has few updates: 5 non-trivial ones at 800 iterations; a job with
+T_end below delta-T updates every max(2, T_end // `short_job_updates`) iterations instead (prunebench's
+choice, said at launch and recorded as `extra.update_interval`; `short_job_updates = 0` refuses it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from baselines._sparse_training import Clock, DropGrowSettings, DropGrowUpdater, SparseTraining, initial_masks
+from baselines._sparse_training import (
+    Clock,
+    DropGrowSettings,
+    DropGrowTraining,
+    DropGrowUpdater,
+    initial_masks,
+)
 from bench.job_context import JobContext
 from bench.mask_updates import MaskUpdater
 from methods.registry import register
@@ -41,7 +49,7 @@ class RigLUpdater(DropGrowUpdater):
 
 
 @register("rigl")
-class RigL(SparseTraining):
+class RigL(DropGrowTraining):
     Settings = DropGrowSettings
     quick_hparams = {"update_interval": 2, "end_fraction": 1.0}
 

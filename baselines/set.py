@@ -6,7 +6,9 @@ weights and regrows as many at uniformly random positions, new weights at zero.
 `SparseSETOptimizer`; `rigl/sparse_optimizers_base.py` `SparseSETOptimizerBase.generic_mask_update`,
 `_get_update_op`, `get_drop_fraction`), which the RigL paper compares against: RigL's schedule (alpha 0.3
 cosine-annealed, delta-T 100, until 0.75 T), the SGD step of the update iteration applied first, then
-the drop/grow; new connections at zero with zero momentum (`grow_init` zeros, `reset_momentum`).
+the drop/grow; new connections at zero with zero momentum (`grow_init` zeros, `reset_momentum`). A job with
+T_end below delta-T updates every max(2, T_end // `short_job_updates`) iterations instead (prunebench's
+choice, said at launch and recorded as `extra.update_interval`; 0 refuses such a job).
 Random growth draws from a generator seeded by (trial, iteration, layer), stateless like RIGL's
 (seeded by layer name and step), so a resumed job draws the same positions.
 
@@ -28,6 +30,7 @@ accuracy measured before).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,8 +38,8 @@ from torch import nn
 from baselines._sparse_training import (
     Clock,
     DropGrowSettings,
+    DropGrowTraining,
     DropGrowUpdater,
-    SparseTraining,
     active_counts,
     initial_masks,
     random_scores,
@@ -100,9 +103,19 @@ class PerEpochSETUpdater(SETUpdater):
 
 
 @register("set")
-class SET(SparseTraining):
+class SET(DropGrowTraining):
     Settings = SETSettings
     quick_hparams = {"update_interval": 1}
+
+    def check_schedule(self, clock: Clock) -> None:
+        if self.settings.rewiring != "per-epoch":  # per-epoch has no delta-T (`SparseTraining.run` checks it)
+            super().check_schedule(clock)
+
+    def schedule_notes(self, clock: Clock) -> list[str]:
+        return super().schedule_notes(clock) if self.settings.rewiring != "per-epoch" else []
+
+    def schedule_record(self, clock: Clock) -> dict[str, Any]:
+        return super().schedule_record(clock) if self.settings.rewiring != "per-epoch" else {}
 
     def updater(self, context: JobContext, model: nn.Module, clock: Clock) -> MaskUpdater:
         updater_class = PerEpochSETUpdater if self.settings.rewiring == "per-epoch" else SETUpdater

@@ -5,7 +5,8 @@
   `bench.grid`), and `trials` is at least 1;
 - every job's training and method settings build (names, types, finite numbers, ranges), and what a
   method can only find out by running it is asked first (`Method.stage_needs`, `Method.check_job`: a
-  rewind epoch past the run, rounds that cannot reach the requested sparsity);
+  rewind epoch past the run, rounds that cannot reach the requested sparsity), and what it changes for a
+  job is said (`Method.job_notes`: a sparse-training schedule fitted to a short job);
 - `--results` is a folder this user can write (or can be created), and its `jobs/` and `stages/` are
   folders (not files) where they exist;
 - every dataset's root exists and holds a layout its source recognises (its cache key reads the
@@ -49,14 +50,17 @@ def _check_part(part: GridPart) -> None:
     build_settings(TrainSettings, part.train, f"{where} training")
 
 
-def check_jobs(planned: list[PlannedJob]) -> None:
+def check_jobs(planned: list[PlannedJob]) -> list[str]:
     """What each planned job's method can say about it before it runs (also for `--dry-run`, which must
-    not list a plan that would fail)."""
+    not list a plan that would fail): refusals raise, notes (`Method.job_notes`) come back, each once."""
+    notes: dict[str, None] = {}
     for job in planned:
         build_settings(TrainSettings, job.spec.train, f"job {job.job_id} training")
         method, recipe = method_for(job.spec), train_settings_for(job.spec)
         method.stage_needs(job.spec, recipe)  # e.g. a rewind epoch past the dense run
         method.check_job(job.spec, recipe)  # e.g. rounds that cannot reach the requested sparsity
+        notes.update(dict.fromkeys(method.job_notes(job.spec, recipe)))
+    return list(notes)
 
 
 def check_run(planned: list[PlannedJob], results: Path, run: RunSettings, runs_here: bool) -> None:

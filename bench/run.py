@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     executor = EXECUTORS.get(args.executor)()
     executor.check_packing(device, args.jobs_per_gpu)
     _say_if_bf16_is_slow(planned, device)
-    preflight.check_jobs(planned)
+    for note in preflight.check_jobs(planned):
+        print(f"note: {note}", flush=True)
     if args.dry_run:
         listed = _dry_run(planned, results)
         path = perf_path(args.perf_file, data)

@@ -109,6 +109,11 @@ class Method(ABC):
         asks for) once it runs; `bench.run` calls it for every job before any work. None by default."""
         return None
 
+    def job_notes(self, spec: JobSpec, recipe: TrainSettings) -> list[str]:
+        """Lines `bench.run` prints before any work about what the method changes for this job (e.g. a
+        schedule fitted to a short job); none by default."""
+        return []
+
     @abstractmethod
     def run(self, context: JobContext) -> list[dict[str, Any]]:
         """Run the job; return one record per round, each made by `context.record`."""

@@ -66,6 +66,22 @@ def test_an_iterative_method_that_cannot_reach_its_sparsity_fails_before_trainin
         assert not (tmp_path / "results" / "jobs").exists()
 
 
+def test_a_sparse_training_schedule_fitted_to_a_short_job_is_said_or_refused_before_training(tmp_path, capsys):
+    """delta-T = 100 leaves no update in a 1-epoch job of 300 digits (3 iterations, T_end = 2): the launch
+    says the fitted interval (set and rigl, not gmp, whose schedule is in fractions of training), and
+    `short_job_updates = 0` refuses the plan, dry run and run alike, before any job folder."""
+    argv = ["--methods", "gmp,set,rigl", "--dataset", "digits@300", "--arch", TINY_ARCH, "--epochs", "1",
+            "--sparsity", "0.9", "--device", "cpu", "--results", str(tmp_path / "results")]
+    assert bench_run.main(argv + ["--dry-run"]) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    assert [note.split(":")[1].strip() for note in notes] == ["set", "rigl"]
+    assert "leaves no mask update in the 2 iterations before T_end of this 3-iteration job; it updates every 2" in notes[1]
+    for dry_run in (["--dry-run"], []):
+        assert bench_run.main(argv + ["--set", "hparams.rigl.short_job_updates=0"] + dry_run) == 2
+        assert "accepted: --set hparams.rigl.short_job_updates=N with N >= 1" in capsys.readouterr().err
+        assert not (tmp_path / "results" / "jobs").exists()
+
+
 @pytest.mark.parametrize("method", ["snip", "grasp"])
 def test_a_data_dependent_pruner_without_batches_is_an_error(method):
     model = build_model(TINY_ARCH, ModelInput(1, 10, 8), seed=0)

@@ -15,6 +15,7 @@ from baselines._sparse_training import (
     drop_and_grow,
     gmp_sparsity,
     random_scores,
+    update_interval_for,
 )
 from baselines.gmp import GMPSettings, GMPUpdater
 from baselines.rigl import RigLUpdater
@@ -265,7 +266,7 @@ def test_resume_after_an_interruption_gives_the_same_masks_and_weights(kind, dig
         assert torch.equal(a, b)
 
 
-def test_job_writes_its_mask_updates_and_refuses_a_schedule_without_updates(tmp_path):
+def test_a_short_job_gets_a_fitted_interval_recorded_or_is_refused_if_asked(tmp_path):
     from bench.check import run_job_here
     from tests.test_contract import contract_spec
 
@@ -274,7 +275,29 @@ def test_job_writes_its_mask_updates_and_refuses_a_schedule_without_updates(tmp_
     rows = list(csv.DictReader((context.job_dir / "mask_updates.csv").open()))
     assert records[0]["extra"]["mask_updates"] == len(rows) > 0
     assert records[0]["extra"]["weights_moved"] == sum(int(row["moved"]) for row in rows)
-    with pytest.raises(BenchError, match=r"no mask update .*--set hparams\.rigl\.update_interval=N with N below \d+, "
-                                         r"or --quick\)"):
-        context.method.settings = DropGrowSettings(update_interval=100)
+
+    clock = Clock.of(context)  # the contract job: far fewer than 100 iterations before T_end
+    end = clock.at(0.75)
+    assert 2 <= end < 100
+    context.method.settings = DropGrowSettings(update_interval=100)
+    record = context.method.run(context)[0]
+    expected = max(2, end // 10)
+    assert record["extra"]["update_interval"] == expected
+    steps = [int(row["step"]) for row in csv.DictReader((context.job_dir / "mask_updates.csv").open())]
+    assert steps == list(range(expected, end + 1, expected))
+    assert context.method.schedule_notes(clock) == [
+        f"rigl: delta-T = 100 leaves no mask update in the {end} iterations before T_end of this {clock.total}-"
+        f"iteration job; it updates every {expected} iterations instead ({end // expected} updates; "
+        "hparams.rigl.short_job_updates = 10, 0 refuses such a job)"]
+
+    context.method.settings = DropGrowSettings(update_interval=100, short_job_updates=0)
+    with pytest.raises(BenchError, match=r"rigl: delta-T = 100 leaves no mask update .*short_job_updates = 0\); "
+                                         r"accepted: --set hparams\.rigl\.short_job_updates=N with N >= 1"):
         context.method.run(context)
+
+
+def test_update_interval_for_short_jobs_by_hand():
+    long, refuse = DropGrowSettings(), DropGrowSettings(short_job_updates=0)
+    assert [update_interval_for(long, end) for end in (60_000, 100, 99, 45, 19, 2, 1)] == [100, 100, 9, 4, 2, 2, None]
+    assert [update_interval_for(refuse, end) for end in (100, 99)] == [100, None]
+    assert update_interval_for(DropGrowSettings(short_job_updates=3), 45) == 15
