@@ -15,7 +15,6 @@ different settings are never pooled: each gets the settings that differ in its l
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from bench.store import (
     FAILED,
     JOBS_FOLDER,
     job_folder_refusal,
+    listed_job_folders,
     read_job,
     read_status,
 )
@@ -68,13 +68,14 @@ class Collection:
         return self.jobs[~self.jobs.state.isin([DONE, FAILED, BLOCKED])]
 
 
-def _job_row(folder: Path, spec: JobSpec, job_id: str) -> tuple[dict, list[dict]]:
-    """The job's row of the jobs table and its records (none unless it is done)."""
-    refusal = job_folder_refusal(folder)  # nothing is read through a link out of the results folder
+def _job_row(folder: Path, spec: JobSpec, job_id: str, plain: bool) -> tuple[dict, list[dict]]:
+    """The job's row of the jobs table and its records (none unless it is done); `plain`: the folder is
+    listed as a plain folder (`listed_job_folders`), so it needs no link check."""
+    refusal = None if plain else job_folder_refusal(folder)  # nothing is read through a link out of results
     if refusal:
         status, records = {"state": CORRUPT, "error": refusal}, []
     else:
-        status, records = read_job(folder, checked=True) if folder.exists() else ({"state": MISSING}, [])
+        status, records = read_job(folder, checked=True) if plain or folder.exists() else ({"state": MISSING}, [])
     try:
         provenance = read_json(folder / "provenance.json") if not refusal else {}
     except (FileNotFoundError, CorruptFileError):  # provenance is informative only; the row stays
@@ -102,7 +103,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str) -> tuple[dict, list[dict]
     }, records
 
 
-def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
+def _stored_specs(jobs_root: Path, folders: dict[str, bool]) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
     """The specs on disk under the ids they were written with, and a row for each job folder whose
     spec.json is missing, unreadable or holds another job's spec.
 
@@ -110,11 +111,10 @@ def _stored_specs(jobs_root: Path) -> tuple[list[tuple[JobSpec, str]], list[dict
     method's code (a plugin that is not installed, torch), and the report reads records, not code. The
     runner hashes it before it reuses a folder (`bench.jobs`), which sets a mismatch aside."""
     listed, unreadable = [], []
-    names = sorted(entry.name for entry in os.scandir(jobs_root) if entry.is_dir()) if jobs_root.is_dir() else []
-    for folder in (jobs_root / name for name in names):
+    for folder in (jobs_root / name for name in sorted(folders)):
         path = folder / "spec.json"
         try:
-            if refusal := job_folder_refusal(folder):  # not read through a link out of the results folder
+            if not folders[folder.name] and (refusal := job_folder_refusal(folder)):  # no read through a link out
                 raise CorruptFileError(refusal)
             if not path.exists() and not path.is_symlink():
                 raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
@@ -140,9 +140,10 @@ def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None)
     A job of the plan that waits for a failed (or blocked) job is `blocked`, its error naming it.
     """
     jobs_root = Path(results) / JOBS_FOLDER
+    folders = listed_job_folders(results)  # one directory read: which folders need no link check
     job_rows: list[dict] = []
     if plan is None:  # what is on disk, under the ids it was written with
-        listed, job_rows = _stored_specs(jobs_root)
+        listed, job_rows = _stored_specs(jobs_root, folders)
         after: dict[str, tuple[str, ...]] = {}
     else:
         planned = [job if isinstance(job, PlannedJob) else PlannedJob(job) for job in plan]
@@ -152,7 +153,7 @@ def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None)
     record_rows = []
     for spec, job_id in listed:
         folder = jobs_root / job_id
-        job, records = _job_row(folder, spec, job_id)
+        job, records = _job_row(folder, spec, job_id, folders.get(job_id, False))
         stuck = next((dep for dep in after.get(job_id, ()) if states.get(dep) in (FAILED, BLOCKED)), None)
         if stuck is not None and job["state"] != DONE:
             job |= {"state": BLOCKED, "error": f"blocked by {stuck}, which is {states[stuck]}"

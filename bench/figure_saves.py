@@ -38,17 +38,17 @@ def figure_paths(folder: Path, name: str) -> list[Path]:
 
 
 def render(figure, folder: Path, name: str) -> list[Path]:
-    """Lay `figure` out once and write it as `name`.png and `name`.pdf in `folder`; the paths written."""
+    """Write `figure` as `name`.png and `name`.pdf in `folder`, laid out once; the paths written.
+
+    A figure with a layout engine is laid out by the first save's own draw, and the second save keeps
+    those positions (the engine is switched off in between): two draws, not three; one without an
+    engine is fitted to its tight bounding box in each save."""
     paths = figure_paths(folder, name)
-    if figure.get_layout_engine() is not None:  # lay out once for both formats, then keep the positions
-        figure.draw_without_rendering()
-        figure.set_layout_engine("none")
-        fit = None
-    else:
-        fit = "tight"
+    fit = None if figure.get_layout_engine() is not None else "tight"
     for path in paths:  # through the atomic writer: a link at a figure's path is replaced, never written through
         atomic_write(path, lambda handle, kind=path.suffix[1:]: figure.savefig(handle, format=kind, dpi=DPI,
                                                                                bbox_inches=fit))
+        figure.set_layout_engine("none")  # keep the positions the first save laid out
     return paths
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from scipy.special import stdtrit
 
@@ -56,7 +57,7 @@ class Interval:
 
 def t_interval(values: list[float] | pd.Series) -> Interval:
     """The mean of `values` and its t-interval over them (as paired differences, one per trial)."""
-    values = pd.Series(values, dtype=float)
+    values = np.asarray(values, dtype=float)
     n = len(values)
     mean = float(values.mean()) if n else math.nan
     if n < 2:
@@ -85,9 +86,10 @@ def accuracy_by_trial(rows: pd.DataFrame) -> dict[str, pd.Series]:
 
 def paired_difference(method: pd.Series, against: pd.Series) -> tuple[Interval, list[int]]:
     """The interval of `method - against` over the trials both have, and the trials only one has."""
-    shared = method.index.intersection(against.index)
-    left_out = sorted(set(method.index).symmetric_difference(against.index))
-    return t_interval((method[shared] - against[shared]).tolist()), [int(trial) for trial in left_out]
+    mine, theirs = method.to_dict(), against.to_dict()  # dicts: a report of 10,000 jobs asks this thousands of times
+    left_out = sorted(set(mine).symmetric_difference(theirs))
+    return (t_interval([value - theirs[trial] for trial, value in mine.items() if trial in theirs]),
+            [int(trial) for trial in left_out])
 
 
 def references_present(methods, reference: str | None) -> list[str]:

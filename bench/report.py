@@ -303,10 +303,10 @@ nearest round, where that round is within 0.05 of the level.
 def lipschitz_estimates(records: pd.DataFrame) -> pd.DataFrame:
     """Rows (dataset, arch, trial, p, delta, K and K's diagnostics) from records carrying a Lipschitz sweep."""
     rows = []
-    for _, record in records.iterrows():
-        extra = record.extra if isinstance(record.extra, dict) else {}
+    for extra, dataset, arch, trial in zip(records.extra, records.dataset, records.arch, records.trial, strict=True):
+        extra = extra if isinstance(extra, dict) else {}
         for estimate in extra.get("lipschitz_sweep", []):
-            rows.append({"dataset": record.dataset, "arch": record.arch, "trial": record.trial,
+            rows.append({"dataset": dataset, "arch": arch, "trial": trial,
                          "p": estimate["p"], "delta": estimate["delta"], "K": estimate["value"],
                          "hessian_change": estimate.get("hessian_change"),
                          "relu_flip_share": estimate.get("relu_flip_share")})

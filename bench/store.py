@@ -55,6 +55,20 @@ def job_folder_refusal(folder: str | os.PathLike) -> str | None:
     return None
 
 
+def listed_job_folders(results: str | os.PathLike) -> dict[str, bool]:
+    """The job folders under `<results>/jobs` (folders and links to folders, as `Path.is_dir` lists them),
+    each with whether it may be read without asking `job_folder_refusal` (`read_job(checked=True)`): a
+    plain folder, not a link, in a `jobs/` that is not a link. One directory read and no stat per folder
+    (the entries' types come with it): a status of thousands of jobs asks this once."""
+    jobs = os.path.join(os.fspath(results), JOBS_FOLDER)
+    try:
+        entries = list(os.scandir(jobs))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    plain_root = not os.path.islink(jobs)
+    return {entry.name: plain_root and not entry.is_symlink() for entry in entries if entry.is_dir()}
+
+
 def write_spec(results: Path, spec: JobSpec, run: RunSettings) -> Path:
     """Create the job's folder with its spec.json (kept if it exists); return the spec.json path.
 

@@ -28,7 +28,17 @@ from typing import Any
 from bench.atomic import file_mode
 from bench.safe_paths import open_no_follow
 from bench.slurm.queue import ACTIVE_QUEUE_STATES, WAITING_QUEUE_STATES, queue_reason, squeue_states
-from bench.store import CORRUPT, DONE, FAILED, JOBS_FOLDER, PENDING, RUNNING, lock_holder, read_status
+from bench.store import (
+    CORRUPT,
+    DONE,
+    FAILED,
+    JOBS_FOLDER,
+    PENDING,
+    RUNNING,
+    listed_job_folders,
+    lock_holder,
+    read_job,
+)
 
 JOBS_LOG = "jobs.jsonl"
 QUEUED, CANCELLED, LOST, NEW, INTERRUPTED = "queued", "cancelled", "lost", "not submitted", "interrupted"
@@ -94,18 +104,19 @@ def job_states(results: Path, job_ids: Iterable[str] | None = None,
     """The state of each job id (default: every job folder and every submitted job of `results`)."""
     results = Path(results)
     submitted = read_jobs_log(results)
+    folders = listed_job_folders(results)  # which folders need no link check (one directory read)
     if job_ids is None:
-        folders = results / JOBS_FOLDER
-        on_disk = {path.name for path in folders.iterdir() if path.is_dir()} if folders.is_dir() else set()
-        job_ids = sorted(on_disk | set(submitted))
+        job_ids = sorted(set(folders) | set(submitted))
     if queue is None and submitted:
         queue = squeue_states()
-    return {job_id: _state(results, job_id, submitted.get(job_id), queue) for job_id in job_ids}
+    jobs = os.path.join(results, JOBS_FOLDER)
+    return {job_id: _state(os.path.join(jobs, job_id), job_id, submitted.get(job_id), queue, folders.get(job_id, False))
+            for job_id in job_ids}
 
 
-def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
-           queue: dict[str, tuple[str, str]] | None) -> JobState:
-    status = read_status(results / JOBS_FOLDER / job_id)
+def _state(folder: str, job_id: str, entry: dict[str, Any] | None, queue: dict[str, tuple[str, str]] | None,
+           checked: bool) -> JobState:
+    status = read_job(folder, checked=checked)[0]
     slurm_id = entry.get("slurm_id") if entry else None
     log = entry.get("log") if entry else None
     state = JobState(job_id, status["state"], slurm_id, log=log)
@@ -124,7 +135,7 @@ def _state(results: Path, job_id: str, entry: dict[str, Any] | None,
     if status["state"] == CORRUPT:
         state.reason = status["error"]
         return state
-    if status["state"] == RUNNING and (holder := lock_holder(results / JOBS_FOLDER / job_id)):
+    if status["state"] == RUNNING and (holder := lock_holder(Path(folder))):
         state.reason = f"held by {holder}"
         return state
     if entry is None:

@@ -134,6 +134,27 @@ def test_metrics_linked_out_are_not_read_into_the_report(finished, tmp_path, cap
     assert not (tmp_path / "out" / "records.csv").exists()
 
 
+def test_status_reads_no_job_folder_through_a_link_out(finished, tmp_path, capsys):
+    """`bench.status` asks the link check only of folders its one directory read does not show as plain
+    (`store.listed_job_folders`): a job folder, or `jobs/` itself, linked out of the results folder is
+    corrupt, never done."""
+    results = copy(finished, tmp_path)
+    folder = job_dir(results, dense())
+    outside = tmp_path / "outside-job"
+    folder.replace(outside)
+    folder.symlink_to(outside, target_is_directory=True)
+    assert bench_status.main(["--results", str(results)]) == 0
+    assert "1 corrupt" in capsys.readouterr().out
+    folder.unlink()
+    outside.replace(folder)
+    jobs = folder.parent
+    jobs.replace(tmp_path / "outside-jobs")
+    jobs.symlink_to(tmp_path / "outside-jobs", target_is_directory=True)
+    assert bench_status.main(["--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    assert "1 corrupt" in out and "leads through a link to" in out and "1 done" not in out
+
+
 def test_the_primitives_refuse_links_out(tmp_path):
     target = victim(tmp_path)
     root = tmp_path / "root"
