@@ -84,7 +84,8 @@ class TrajectoryRun:
         def keep(epoch: int, model: nn.Module, masks: Masks | None) -> None:
             if epoch + 1 in epochs:
                 save_checked(self.snapshot_path(epoch + 1),
-                             {"model": state_on_cpu(model), "evaluation": vars(evaluate(model, self.trainer.data))})
+                             {"model": state_on_cpu(model),
+                              "evaluation": vars(evaluate(model, self.trainer.data, self.recipe.precision))})
 
         return keep
 

@@ -184,3 +184,20 @@ def test_rewind_epoch_is_in_no_imc_analysis_key(tmp_path):
     records = run_plan(tmp_path, jobs)
     assert [records[job.job_id][0]["extra"]["computed_here"]["analysis"] for job in jobs] == [True, False, False]
     assert len(list((tmp_path / STAGES_FOLDER).glob("imc-analysis-*/result.pt"))) == 1
+
+
+def test_a_bf16_dense_run_evaluates_its_kept_snapshots_in_bf16(tmp_path):
+    """A snapshot kept while the dense run passes it carries the evaluation of its own precision (IMC
+    reads it as the pretrained accuracy), as the final state's and a replayed snapshot's do."""
+    from bench.train import evaluate
+
+    job = JobSpec(method="lth-rewind", dataset=DATASET, arch=TINY_ARCH, sparsity=0.5,
+                  train={"epochs": 2, "precision": "bf16"}, hparams={"rounds": 1, "rewind_epoch": 1})
+    context = make_context(job, RUN, tmp_path / "job", tmp_path)
+    context.dense_trajectory(snapshots=(1,))  # the full run, keeping epoch 1 as it passes it
+    kept = context.dense_state(1)
+    model = context.new_model()
+    model.load_state_dict(kept.state)
+    expected = evaluate(model, context.data, "bf16")
+    assert (kept.evaluation.loss, kept.evaluation.accuracy) == (expected.loss, expected.accuracy)
+    assert kept.evaluation.loss != evaluate(model, context.data, "fp32").loss
