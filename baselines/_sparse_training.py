@@ -69,7 +69,8 @@ class DropGrowSettings(DistributionSettings):
     drop_fraction_anneal: str = field(default="cosine", metadata={
         "help": f"annealing of alpha over [0, end]: {', '.join(ANNEALS)}"})
     update_interval: int = field(default=100, metadata={
-        "help": "delta-T: iterations between mask updates (RIGL maskupdate_frequency; not scaled with T)"})
+        "help": "delta-T: iterations between mask updates (RIGL maskupdate_frequency; not scaled with T, but "
+                "see short_job_updates for a job too short for one update)"})
     end_fraction: float = field(default=0.75, metadata={
         "help": "last update at this fraction of the training iterations (RIGL maskupdate_end_step, 75%)"})
     short_job_updates: int = field(default=10, metadata={
@@ -262,11 +263,11 @@ class DropGrowTraining(SparseTraining):
     def check_schedule(self, clock: Clock) -> None:
         end = clock.at(self.settings.end_fraction)
         if update_interval_for(self.settings, end) is None:
+            fixes = ("" if end < 2 else f"--set hparams.{self.name}.short_job_updates=N with N >= 1, "
+                     f"hparams.{self.name}.update_interval=N with N <= {end}, or ")
             raise BenchError(f"{self.name}: delta-T = {self.settings.update_interval} leaves no mask update in the "
                              f"{end} iterations before T_end of this {clock.total}-iteration job (short_job_updates "
-                             f"= {self.settings.short_job_updates}); accepted: --set hparams.{self.name}."
-                             f"short_job_updates=N with N >= 1, hparams.{self.name}.update_interval=N with N <= "
-                             f"{max(1, end)}, or more epochs")
+                             f"= {self.settings.short_job_updates}); accepted: {fixes}more epochs")
 
     def schedule_notes(self, clock: Clock) -> list[str]:
         end = clock.at(self.settings.end_fraction)
