@@ -155,10 +155,9 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     """Poll the parent's pid: when this process is re-parented (the parent died), end at once."""
     while os.getppid() == parent:
         time.sleep(interval_s)
-    from bench.train import save_pending_checkpoints
+    from bench.train import exit_keeping_last_epochs
 
-    save_pending_checkpoints()  # the job resumes from its last finished epoch
-    os._exit(1)
+    exit_keeping_last_epochs(1)  # the job resumes from its last finished epoch
 
 
 def _run_in_worker(spec_path: str, retry_failed: bool, after: str | None = None) -> dict[str, Any]:
@@ -285,7 +284,6 @@ def gpu_slots(gpus: int, workers: int | None, jobs_per_gpu: int) -> list[int]:
 
 
 def save_and_exit(signum: int, frame: Any) -> None:
-    from bench.train import save_pending_checkpoints
+    from bench.train import exit_keeping_last_epochs
 
-    save_pending_checkpoints()
-    os._exit(128 + signum)
+    exit_keeping_last_epochs(128 + signum)

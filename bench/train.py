@@ -6,7 +6,9 @@ epoch). Training is split into named *phases* (e.g. "pretrain", "round3"). A pha
 atomically (model, optimizer, masks as bool, epoch, seconds, RNG state) to `ckpt/<phase>.pt` by wall
 clock (every `checkpoint_interval_s`, default 5 minutes), when it ends, and when SLURM's requeue signal
 arrives or the phase stops on an exception or Ctrl-C (`save_pending_checkpoints`: the state of the last
-finished epoch, kept in memory; only a hard kill loses the epochs since the last checkpoint); a finished
+finished epoch, kept in memory; only a hard kill loses the epochs since the last checkpoint). SIGTERM
+(`exit_keeping_last_epochs`) keeps every epoch `epochs.csv` shows: an epoch's row and its in-memory state
+are committed as one step that the exit waits for; a finished
 phase returns its final state at once, so a method written as straight-line code resumes where it was
 interrupted and ends with the same numbers (an interrupted phase redoes the epochs after its last
 checkpoint, from the same RNG state and data order).
@@ -51,6 +53,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -305,6 +308,43 @@ def save_pending_checkpoints(*paths: Path) -> int:
     return written
 
 
+class _EpochCommit:
+    """An epoch's row in `epochs.csv` and its pending checkpoint, written as one step for the exits that
+    save (`exit_keeping_last_epochs`): a signal handled between the two is deferred to the step's end, and
+    another thread waits for it, so a saved checkpoint covers every epoch its log shows."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.active = False
+        self.deferred_exit: int | None = None
+
+    @contextlib.contextmanager
+    def step(self):
+        self.active = True  # before taking the lock: a handler that runs from here on defers
+        try:
+            with self.lock:
+                yield
+        finally:
+            self.active = False
+        if self.deferred_exit is not None:
+            exit_keeping_last_epochs(self.deferred_exit)
+
+
+_EPOCH_COMMIT = _EpochCommit()
+
+
+def exit_keeping_last_epochs(code: int) -> None:
+    """Write the last finished epoch of every phase in training, then end the process at once with `code`
+    (SIGTERM's handlers, a local worker whose parent died). Called by a signal handler while an epoch is
+    being committed, it returns, and the commit's end exits."""
+    if _EPOCH_COMMIT.active and threading.current_thread() is threading.main_thread():
+        _EPOCH_COMMIT.deferred_exit = code
+        return
+    with _EPOCH_COMMIT.lock:  # another thread waits for the main thread's commit
+        save_pending_checkpoints()
+        os._exit(code)
+
+
 def previous_checkpoint(path: Path) -> Path:
     """Where the checkpoint before `ckpt/<phase>.pt` is kept: `ckpt/<phase>.previous.pt`."""
     return path.with_name(f"{path.stem}.previous.pt")
@@ -455,17 +495,21 @@ class Trainer:
             if tested:
                 evaluation = evaluate(forward, self.data, settings.precision)
             seconds += time.perf_counter() - started
-            self.epoch_log.append({
-                "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
-                "train_accuracy": correct / self.data.train_size,
-                "test_loss": evaluation.loss if tested else None,
-                "test_accuracy": evaluation.accuracy if tested else None,
-                "test_top5": evaluation.top5 if tested else None,
-                "sparsity": sparsity, "seconds": round(seconds, 3),
-            })
-            if epoch + 1 < stop:
-                _PENDING[path] = self._state(model, optimizer, masks, epoch + 1, seconds, None, complete=False,
-                                             epochs=0, copy=True, mask_updater=mask_updater)
+            pending = None if epoch + 1 == stop else self._state(
+                model, optimizer, masks, epoch + 1, seconds, None, complete=False, epochs=0, copy=True,
+                mask_updater=mask_updater)
+            with _EPOCH_COMMIT.step():
+                self.epoch_log.append({
+                    "phase": phase, "epoch": epoch, "lr": lr, "train_loss": train_loss,
+                    "train_accuracy": correct / self.data.train_size,
+                    "test_loss": evaluation.loss if tested else None,
+                    "test_accuracy": evaluation.accuracy if tested else None,
+                    "test_top5": evaluation.top5 if tested else None,
+                    "sparsity": sparsity, "seconds": round(seconds, 3),
+                })
+                if pending is not None:
+                    _PENDING[path] = pending
+            if pending is not None:
                 if time.monotonic() - last_saved >= self.checkpoint_interval_s:
                     save_pending_checkpoints(path)
                     last_saved = time.monotonic()

@@ -1,6 +1,10 @@
 """The training loop: recipe schedule, masks held at zero, resume equivalence, divergence."""
 
 import csv
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -106,6 +110,38 @@ def test_checkpoints_follow_the_wall_clock_and_a_stop_keeps_the_last_epoch(digit
     assert resumed.evaluation.accuracy == reference.evaluation.accuracy
     epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "b" / "epochs.csv").open())]
     assert epochs == [0, 1, 2]
+
+
+SIGTERM_AFTER_A_ROW = """
+import os, signal, sys
+from pathlib import Path
+from bench.data import DataSettings, DeviceData, load_dataset
+from bench.executors import save_and_exit
+from bench.models import ModelInput, build_model
+from bench.train import EpochLog, Trainer, TrainSettings
+
+def sigterm_after_epoch_one(row):  # runs inside the epoch's commit: its row is written, its state not yet
+    if row["epoch"] == 1:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+signal.signal(signal.SIGTERM, save_and_exit)
+folder = Path(sys.argv[1])
+data = DeviceData(load_dataset("digits", DataSettings()), "cpu")
+trainer = Trainer(data, 0, folder / "ckpt", EpochLog(folder / "epochs.csv", [sigterm_after_epoch_one]),
+                  progress=False, checkpoint_interval_s=3600.0)
+trainer.train(build_model("resnet8", ModelInput(1, 10, 8), 0), "p", TrainSettings(epochs=3, batch_size=100))
+"""
+
+
+def test_sigterm_between_an_epochs_row_and_its_state_keeps_that_epoch(tmp_path):
+    """SIGTERM handled right after epoch 1's row reaches epochs.csv (a listener sends it) still writes
+    epoch 1 into the checkpoint: the row and the state are one step, and the exit waits for its end."""
+    finished = subprocess.run([sys.executable, "-c", textwrap.dedent(SIGTERM_AFTER_A_ROW), str(tmp_path)],
+                              cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 128 + 15, finished.stderr
+    epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "epochs.csv").open())]
+    assert epochs == [0, 1]
+    assert load_checked(tmp_path / "ckpt" / "p.pt")["next_epoch"] == 2
 
 
 def test_evaluation_every_n_epochs_and_always_the_last(digits_device, tmp_path):
