@@ -86,7 +86,12 @@ class StageSpec:
 
 def recipe_key(spec: JobSpec, recipe: TrainSettings) -> dict[str, Any]:
     """The part of a stage key that every per-trial stage has: dataset, arch, trial, the recipe, and the
-    job's image size where it is not the dataset's own (absent at the default, so keys stay)."""
+    job's image size where it is not the dataset's own (absent at the default, so keys stay).
+
+    Every recipe field is in the key, so a field added to `TrainSettings` from now on must be left out at
+    its default, as `image_size` is, or every stage folder already computed is computed again (the folder
+    names are pinned in tests/test_stages.py). `compile` entered the key at its default when it was added,
+    which renamed the stages of results folders made before it."""
     key = {"dataset": spec.dataset, "arch": spec.arch, "trial": spec.trial, "recipe": asdict(recipe)}
     if spec.image_size is not None:
         key["image_size"] = spec.image_size

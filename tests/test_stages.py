@@ -201,3 +201,16 @@ def test_a_bf16_dense_run_evaluates_its_kept_snapshots_in_bf16(tmp_path):
     expected = evaluate(model, context.data, "bf16")
     assert (kept.evaluation.loss, kept.evaluation.accuracy) == (expected.loss, expected.accuracy)
     assert kept.evaluation.loss != evaluate(model, context.data, "fp32").loss
+
+
+def test_stage_folders_are_pinned():
+    """A stage folder's name is its key's hash: a new recipe field or method setting that enters the key at
+    its default renames every stage of every results folder, which then computes them all again (the job
+    ids stay). Leave such a field out of the key at its default (`bench.stages.recipe_key`)."""
+    from bench.jobs import method_for, train_settings_for
+
+    spec = JobSpec(method="continuous-sparsification", dataset="cifar100", arch="resnet32", trial=2, sparsity=0.5,
+                   train={"epochs": 3})
+    recipe = train_settings_for(spec)
+    assert trajectory_stage(spec, recipe).label == "dense-trajectory-366a7e46a4bb"
+    assert method_for(spec).search_stage(spec, recipe).label == "cs-search-884f71925ba7"
