@@ -4,7 +4,8 @@ Every executor hands a job only the path of its `spec.json` (`bench.jobs.run_job
 idempotent: finished jobs are skipped, interrupted ones resume from their epoch checkpoints. Before
 any job runs, every executor writes the plan's requests to the shared stages its jobs declare
 (`bench.jobs.request_stages`: e.g. the rewind epochs the dense trajectory must keep); a stage is then
-computed by the first job that needs it, under its lock, and the others load it or wait for it.
+computed by the first job that needs it, under its lock, and the others load it or wait for it (in a
+`local` pool, a job that meets a stage being computed gives its worker to another job meanwhile).
 
 - `inline`: this process, in dependency order (IMC's analysis before the jobs at "found").
 - `local`: a pool of `--workers` spawned processes, one GPU each where there are GPUs
@@ -26,6 +27,7 @@ too, without counting as failures. A `local` worker ends when the `bench.run` th
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -41,6 +43,7 @@ from bench.grid import PlannedJob
 from bench.jobs import record_lost, request_stages, run_job
 from bench.progress import Progress
 from bench.spec import RunSettings
+from bench.stages import deferring_held_stages, stage_is_held
 from bench.store import DONE, FAILED, JOBS_FOLDER, read_status, wait_for_job, write_spec
 from bench.threads import available_cores, oversubscription, threads_per_job, use_threads
 
@@ -160,14 +163,18 @@ def _exit_with_parent(parent: int, interval_s: float = 1.0) -> None:
     exit_keeping_last_epochs(1)  # the job resumes from its last finished epoch
 
 
-def _run_in_worker(spec_path: str, retry_failed: bool, after: str | None = None) -> dict[str, Any]:
-    """Run the job; first wait for the job folder `after` (held by another run) to be released."""
+def _run_in_worker(spec_path: str, retry_failed: bool, after: str | None = None, defer: bool = False
+                   ) -> dict[str, Any]:
+    """Run the job; first wait for the job folder `after` (held by another run) to be released. With
+    `defer`, a shared stage that another process is computing ends the job at once (`deferred` in its
+    status) instead of waiting for it."""
     if after is not None:
         print(f"    {Path(spec_path).parent.name} waits for {Path(after).name}, which another run holds; waiting "
               "for it to finish", flush=True)
         if wait_for_job(Path(after))["state"] != DONE:
             return {"state": FAILED, "error": f"dependency {Path(after).name} is not done"}
-    return run_job(spec_path, retry_failed=retry_failed)
+    with deferring_held_stages() if defer else contextlib.nullcontext():
+        return run_job(spec_path, retry_failed=retry_failed)
 
 
 def default_workers() -> int:
@@ -209,21 +216,27 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
     waiting = [job for job in planned if not progress.skips(job)]
     by_id = {job.job_id: job for job in planned}
     lost: set[str] = set()  # jobs in flight when a worker died (killed by the OS): run once more, then failed
+    deferred: dict[str, Path] = {}  # job id -> the stage folder another process was computing when it met it
     previous = signal.signal(signal.SIGTERM, save_and_exit)  # the workers see this process end and save
     try:
-        while waiting:
+        while waiting or deferred:
             _refill(devices, slots)
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                                         initargs=(devices, threads)) as pool:
                 running: dict[concurrent.futures.Future, str] = {}
-                while waiting or running:
+                while waiting or running or deferred:
+                    for job_id, stage in list(deferred.items()):  # again once the stage is free, or nothing else runs
+                        if not running or not stage_is_held(stage):
+                            running[pool.submit(_run_in_worker, str(paths[job_id]), retry_failed, None,
+                                                bool(running))] = job_id
+                            del deferred[job_id]
                     active = set(running.values()) | {job.job_id for job in waiting}
                     for job in list(waiting):
                         blocking = _ready(job, results, outcome)
                         if blocking is None or blocking in outcome.held:  # a held one: the worker waits for it
                             waits = str(Path(results) / JOBS_FOLDER / blocking) if blocking else None
-                            running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed, waits)] = \
-                                job.job_id
+                            running[pool.submit(_run_in_worker, str(paths[job.job_id]), retry_failed, waits,
+                                                workers > 1)] = job.job_id
                             waiting.remove(job)
                         elif blocking not in active:  # failed, blocked, or not in this plan and not done
                             progress.blocked(job, _skip(job.job_id, blocking, outcome))
@@ -237,6 +250,11 @@ def run_local(planned: list[PlannedJob], results: Path, run: RunSettings, worker
                     for future in done:
                         job_id = running.pop(future)
                         status = future.result()
+                        if "deferred" in status:
+                            deferred[job_id] = Path(status["deferred"])
+                            echo(f"    {job_id} waits for stage {deferred[job_id].name}, which another job is "
+                                 "computing; its worker runs another job meanwhile")
+                            continue
                         line = _note(job_id, status, outcome)
                         progress.finished(by_id[job_id], status)
                         if line:

@@ -24,7 +24,9 @@ is refused, so no write follows it: a job folder that is itself a link leading o
 folder (or `jobs/` as one), a `lock`, `epochs.csv` or any entry linking out, fails that job with one line
 naming the link, before anything is written through it (`bench.safe_paths`). So does a spec.json that
 holds another job's spec, and a job folder that cannot be written (read-only, immutable): the other
-jobs of the run go on.
+jobs of the run go on. A job that meets a shared stage another process is computing, inside
+`bench.stages.deferring_held_stages()`, stops there and is left as it was (`deferred` in the returned
+status names the stage folder), so that the `local` pool can run another job meanwhile.
 """
 
 from __future__ import annotations
@@ -53,11 +55,12 @@ from bench.record_check import check_record
 from bench.safe_paths import LinkOutError, check_tree
 from bench.settings_build import build_settings
 from bench.spec import FOUND, JobSpec, RunSettings
-from bench.stages import StageNeed, request
+from bench.stages import StageHeld, StageNeed, request
 from bench.store import (
     CORRUPT,
     DONE,
     FAILED,
+    PENDING,
     RUNNING,
     job_folder_refusal,
     job_lock,
@@ -153,6 +156,12 @@ def _run_locked(spec_path: Path, folder: Path, previous: dict[str, Any]) -> dict
     try:
         write_json(folder / "provenance.json", provenance(_device(run.device)))
         records, layer_rows = _execute(spec, run, folder, results)
+    except StageHeld as held:  # a local pool runs other jobs first (`deferring_held_stages`): leave it as it was
+        if previous["state"] in (PENDING, CORRUPT):
+            (folder / "status.json").unlink(missing_ok=True)
+        else:
+            write_json(folder / "status.json", previous)
+        return previous | {"deferred": str(held.folder)}
     except Exception as error:  # the grid goes on; the failure is recorded, not lost
         reason = f"diverged: {error}" if isinstance(error, DivergedError) else f"{type(error).__name__}: {error}"
         tail = "".join(traceback.format_exception(error)).splitlines()[-TRACEBACK_LINES:]

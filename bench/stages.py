@@ -14,7 +14,9 @@ that arrives meanwhile blocks on the lock, then loads the finished file, so two 
 never both compute it. The kernel drops the lock when its holder dies, so a crashed job leaves no
 stale lock (the next job recomputes, resuming from the checkpoints `compute` left in the folder).
 flock is advisory and needs a file system that supports it (local disks, and NFS v4 / Lustre / GPFS
-as usually mounted on clusters). A job that finds the lock held says so in one line before it waits.
+as usually mounted on clusters). A job that finds the lock held says so in one line before it waits;
+inside `deferring_held_stages()` (a `local` pool's worker) it raises `StageHeld` instead, and the pool
+runs another job on that worker until the stage is computed (`stage_is_held`).
 
 Nothing in a stage folder is followed out of the results folder (`bench.safe_paths`): the folder, or
 a link inside it (a dangling `epochs.csv` too), that leads out fails the job that needs the stage,
@@ -98,6 +100,42 @@ def recipe_key(spec: JobSpec, recipe: TrainSettings) -> dict[str, Any]:
     return key
 
 
+class StageHeld(Exception):
+    """Raised, inside `deferring_held_stages()`, by a job that needs a stage another process is computing."""
+
+    def __init__(self, folder: Path):
+        super().__init__(f"stage {Path(folder).name} is being computed by another process")
+        self.folder = Path(folder)
+
+
+_defer_held = False
+
+
+@contextmanager
+def deferring_held_stages() -> Iterator[None]:
+    """Within the block, `obtain` raises `StageHeld` where it would wait for another process's computation."""
+    global _defer_held
+    previous, _defer_held = _defer_held, True
+    try:
+        yield
+    finally:
+        _defer_held = previous
+
+
+def stage_is_held(folder: Path) -> bool:
+    """Whether a process is computing the stage in `folder` now (holds its lock)."""
+    lock = Path(folder) / "lock"
+    if not lock.is_file() or lock.is_symlink():
+        return False
+    with open(open_no_follow(lock, os.O_RDONLY)) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return False
+
+
 @dataclass(frozen=True)
 class StageNeed:
     """A stage a job needs, and the extras (snapshot epochs) it asks the stage to keep."""
@@ -116,14 +154,17 @@ class StageResult:
 
 
 @contextmanager
-def exclusive(path: Path, waiting: str = "") -> Iterator[None]:
+def exclusive(path: Path, waiting: str = "", held: Exception | None = None) -> Iterator[None]:
     """Hold an exclusive flock on `path` (created if missing, never through a link) for the enclosed
-    block; if another process holds it, print `waiting` (when given) once, then wait."""
+    block; if another process holds it, raise `held` (when given), else print `waiting` (when given) once
+    and wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with os.fdopen(open_no_follow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode()), "a") as handle:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if held is not None:
+                raise held from None
             if waiting:
                 print(waiting, file=sys.stderr, flush=True)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
@@ -134,9 +175,10 @@ def exclusive(path: Path, waiting: str = "") -> Iterator[None]:
 
 
 def stage_lock(folder: Path):
-    """The lock that guards a stage folder's computation (also for its owner's later additions)."""
+    """The lock that guards a stage folder's computation (also for its owner's later additions); held
+    elsewhere, it waits, or raises `StageHeld` inside `deferring_held_stages()`."""
     return exclusive(Path(folder) / "lock", f"waiting for stage {Path(folder).name}: another process is computing "
-                                            f"it (lock {Path(folder) / 'lock'})")
+                                            f"it (lock {Path(folder) / 'lock'})", StageHeld(folder) if _defer_held else None)
 
 
 def load_value(path: Path, check: Callable[[Any], bool] = lambda value: True) -> Any:

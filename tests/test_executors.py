@@ -73,6 +73,40 @@ def test_local_pool_runs_dependencies_first_and_skips_finished_jobs(tmp_path: Pa
     assert stamps == {job.job_id: status(tmp_path, job.spec)["finished"] for job in plan}, "done jobs are skipped"
 
 
+def test_a_job_that_meets_a_stage_being_computed_gives_its_worker_to_another_job(tmp_path: Path) -> None:
+    """Trial 0's dense trajectory is being computed elsewhere (this test holds its lock): its job stops at the
+    stage, left as it was, and trial 1's job runs meanwhile; once the lock is free, trial 0's runs (first
+    attempt), not a worker waiting on the lock."""
+    import threading
+    import time
+
+    from bench.jobs import train_settings_for
+    from bench.stages import stage_lock
+    from bench.trajectory import trajectory_stage
+
+    waiting, other = tiny("dense"), tiny("dense", trial=1)
+    held, released = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with stage_lock(trajectory_stage(waiting, train_settings_for(waiting)).folder(tmp_path)):
+            held.set()
+            deadline = time.time() + 300
+            while status(tmp_path, other)["state"] != "done" and time.time() < deadline:
+                time.sleep(0.1)
+        released.set()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    held.wait(30)
+    lines: list[str] = []
+    outcome = run_local([PlannedJob(waiting), PlannedJob(other)], tmp_path, RUN, workers=2, echo=lines.append)
+    thread.join()
+    assert released.is_set() and set(outcome.states.values()) == {"done"}, lines
+    assert any(f"{waiting.job_id} waits for stage dense-trajectory-" in line for line in lines), lines
+    assert status(tmp_path, waiting)["started"] >= status(tmp_path, other)["finished"]
+    assert status(tmp_path, waiting)["attempt"] == 1
+
+
 def test_status_reports_done_failed_and_unsubmitted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     grid_path = tmp_path / "g.toml"
     grid_path.write_text('methods = ["dense"]\ndatasets = ["digits"]\narchs = ["resnet8"]\ntrials = 3\n'
