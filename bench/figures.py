@@ -7,7 +7,8 @@
   std) on every panel (ShrinkBench's habit);
 - per-layer density of each method at one sparsity (`layers.csv`): where each method keeps weights;
 - training curves (`epochs.csv`): test accuracy and training loss per epoch trained, one job per method;
-- runtime and epochs per method (at the "found" operating point);
+- runtime and epochs per method, median over trials (at the "found" operating point, or at the level
+  most methods ran at where that covers more methods);
 - IMC's Hessian spectrum (SLQ nodes and weights) with the chosen split and 4K marked;
 - sensitivity (paper figures 3-6): IMC accuracy / final loss against one varied setting;
 - Lipschitz estimates K(p, Delta) (paper tables 14-15) as a log-scale plot, with ||H(W+U) - H(W)|| and
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import statistics
@@ -29,7 +31,7 @@ import pandas as pd  # noqa: E402
 
 from bench import figure_saves  # noqa: E402
 from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, display_name  # noqa: E402
-from bench.tables import found_rows, method_order, number  # noqa: E402
+from bench.tables import ROUND_TOLERANCE, found_rows, method_order, number, rows_at_level  # noqa: E402
 
 
 def save(figure, folder: Path, name: str) -> list[Path]:
@@ -39,15 +41,28 @@ def save(figure, folder: Path, name: str) -> list[Path]:
     return paths
 
 
-def spread_note(trials: int) -> str:
-    """What a band or an average is over: a figure of one trial promises no spread."""
-    return f"mean ± std over {trials} trials" if trials > 1 else "1 trial: no spread"
+def spread_note(trials: pd.Series, statistic: str = "mean ± std", each: str = "point") -> str:
+    """What a band or an average is over, from the trial count of every plotted point: a figure of one
+    trial promises no spread, and one whose points rest on different numbers of trials (a run still
+    going, a failed job) says so instead of naming the largest count."""
+    fewest, most = int(trials.min()), int(trials.max())
+    if most <= 1:
+        return "1 trial: no spread" if "±" in statistic else "1 trial"
+    return f"{statistic} over {most} trials" if fewest == most else \
+        f"{statistic} over {fewest}-{most} trials per {each}"
 
 
 def _points(group: pd.DataFrame) -> pd.DataFrame:
+    """Per level and round: mean sparsity, mean and std of accuracy (%, std 0 for one trial), trials."""
     stats = group.groupby(["level", "round"]).agg(
-        sparsity=("achieved_sparsity", "mean"), mean=("accuracy", "mean"), std=("accuracy", "std"))
-    return (stats.fillna({"std": 0.0}) * [1, 100, 100]).sort_values("sparsity")
+        sparsity=("achieved_sparsity", "mean"), mean=("accuracy", "mean"), std=("accuracy", "std"),
+        trials=("trial", "nunique"))
+    return stats.assign(mean=stats["mean"] * 100, std=stats["std"].fillna(0.0) * 100).sort_values("sparsity")
+
+
+def _dense_trials(group: pd.DataFrame) -> pd.Series:
+    return pd.Series([group[group.method == BASELINE].trial.nunique()]) if (group.method == BASELINE).any() \
+        else pd.Series([], dtype=int)
 
 
 def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
@@ -60,8 +75,10 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
     rows = math.ceil(len(methods) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True,
                                 layout="constrained")
+    trials = [_dense_trials(group)]
     for axis, method in zip(axes.flat, methods, strict=False):
         points = _points(group[group.method == method])
+        trials.append(points.trials)
         axis.plot(points.sparsity, points["mean"], "o-", color="C0", label=display_name(method))
         axis.fill_between(points.sparsity, points["mean"] - points["std"], points["mean"] + points["std"],
                           color="C0", alpha=0.25)
@@ -76,15 +93,22 @@ def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder:
         axis.set_ylabel("test accuracy (%)")
     for axis in list(axes.flat)[len(methods):]:
         axis.axis("off")
-    figure.suptitle(f"{dataset}, {arch}: accuracy vs sparsity ({spread_note(group.trial.nunique())}; dashed: dense)")
+    figure.suptitle(f"{dataset}, {arch}: accuracy vs sparsity ({spread_note(pd.concat(trials))}; dashed: dense)")
     return save(figure, folder, f"accuracy-vs-sparsity-{dataset}-{arch}")
 
 
 COLORS = [plt.get_cmap("tab10")(index) for index in range(10)]
 LINESTYLES = ("-", "--", ":")  # the 11th method on reuses the colours with another line style
 MARKERS = "os^vD<>pPX*hH8d"
-DENSITY_TICKS = (100, 90, 80, 70, 60, 50, 40, 30, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
-WIDE_DENSITY_TICKS = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+DENSITY_TICK_SETS = (  # densest first; the axis takes the densest whose labels do not run into each other
+    (100, 90, 80, 70, 60, 50, 40, 30, 20, 10),
+    (100, 70, 50, 30, 20, 10, 7, 5, 3, 2, 1, 0.7, 0.5, 0.3, 0.2, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01),
+    (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01),
+    (100, 10, 1, 0.1, 0.01, 0.001),
+)
+TICK_GAP = 0.07
+"""Least distance between two labelled density ticks, as a share of the axis: about 0.45 inch on the
+accuracy-vs-density figure, room for a label such as "100%"."""
 
 
 def method_styles(methods) -> dict[str, dict]:
@@ -104,11 +128,22 @@ def _density_axis(axis, lowest: float) -> None:
     lowest = max(min(lowest, 100.0), 1e-3)
     axis.set_xscale("log")
     axis.set_xlim(102.0, lowest * 0.92)
-    ticks = WIDE_DENSITY_TICKS if lowest < 10 else DENSITY_TICKS
-    shown = [tick for tick in ticks if lowest * 0.92 <= tick <= 100]
+    shown = density_ticks(102.0, lowest * 0.92)
     axis.set_xticks(shown, [f"{tick:g}%" for tick in shown])
     axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     axis.set_xlabel("density: weights kept (log scale)")
+
+
+def density_ticks(left: float, right: float) -> list[float]:
+    """The densest tick set's ticks within [right, left] (percent, log scale) whose neighbours are at
+    least `TICK_GAP` of the axis apart; the sparsest set (powers of ten) where none is."""
+    span = math.log10(left / right)
+    for ticks in DENSITY_TICK_SETS:
+        shown = [tick for tick in ticks if right <= tick <= left]
+        gaps = [math.log10(high / low) for high, low in itertools.pairwise(shown)]
+        if not gaps or min(gaps) >= TICK_GAP * span:
+            return shown
+    return shown
 
 
 def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
@@ -126,8 +161,10 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
         axis.axhspan(dense.mean() - spread, dense.mean() + spread, color="k", alpha=0.12, linewidth=0)
     lowest = 100.0
     styles = method_styles(group.method)
+    trials = [_dense_trials(group)]
     for method in methods:
         points = _points(group[group.method == method])
+        trials.append(points.trials)
         density = 100.0 * (1.0 - points.sparsity)
         lowest = min(lowest, density.min())
         style = styles[method]
@@ -138,8 +175,7 @@ def accuracy_vs_density(records: pd.DataFrame, dataset: str, arch: str, folder: 
     _density_axis(axis, lowest)
     axis.set_ylabel("test accuracy (%)")
     axis.grid(True, which="major", alpha=0.3)
-    trials = group.trial.nunique()
-    axis.set_title(f"{dataset}, {arch}: test accuracy vs density ({spread_note(trials)})", fontsize=10)
+    axis.set_title(f"{dataset}, {arch}: test accuracy vs density ({spread_note(pd.concat(trials))})", fontsize=10)
     axis.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False, handlelength=3.5)
     return save(figure, folder, f"accuracy-vs-density-{dataset}-{arch}")
 
@@ -154,7 +190,7 @@ def comparison_target(group: pd.DataFrame) -> tuple[str, float | None]:
     return "the found sparsity", None
 
 
-def representative_jobs(group: pd.DataFrame, target: float | None, tolerance: float = 0.05) -> pd.DataFrame:
+def representative_jobs(group: pd.DataFrame, target: float | None, tolerance: float = ROUND_TOLERANCE) -> pd.DataFrame:
     """One record per method (its first trial): the round nearest `target` (None: its found-sparsity
     row), dropped where it is further than `tolerance` from the target."""
     first = group[group.trial == group.trial.min()]
@@ -264,12 +300,30 @@ def training_curves(records: pd.DataFrame, epochs: pd.DataFrame, dataset: str, a
     return save(figure, folder, f"training-curves-{dataset}-{arch}")
 
 
+def cost_rows(group: pd.DataFrame) -> tuple[str, pd.DataFrame]:
+    """The operating point the cost figure compares methods at, and one record per (method, trial) there:
+    the found-sparsity point (the paper's Table 8), unless the level most methods ran at covers more of
+    them (a grid without `found` jobs), with an iterative method's round within `ROUND_TOLERANCE` of that level."""
+    found = found_rows(group)
+    label, target = comparison_target(group[group.method != BASELINE])
+    if target is None:
+        return "found-sparsity point", found
+    level = rows_at_level(group, target, ROUND_TOLERANCE)
+    if level.method.nunique() > found.method.nunique():
+        return label, level
+    return "found-sparsity point", found
+
+
 def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
-    rows = found_rows(records[(records.dataset == dataset) & (records.arch == arch)])
+    """Runtime and epochs per method at one operating point (`cost_rows`). Runtime is the median over
+    trials: a runtime is wall-clock, so interference (another job on the cores, a paused process) only
+    ever adds to it, and one disturbed trial should not set a method's bar."""
+    point, rows = cost_rows(records[(records.dataset == dataset) & (records.arch == arch)])
     if rows.empty:
         return []
     order = method_order(rows.method)
-    stats = rows.groupby("method").agg(runtime=("runtime_s", "mean"), epochs=("epochs", "mean")).loc[order]
+    stats = rows.groupby("method").agg(runtime=("runtime_s", "median"), epochs=("epochs", "median"),
+                                       trials=("trial", "nunique")).loc[order]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 3.5))
     labels = [display_name(name) for name in order]
     left.bar(labels, stats.runtime, color="C1")
@@ -278,9 +332,7 @@ def cost_per_method(records: pd.DataFrame, dataset: str, arch: str, folder: Path
     right.set_ylabel("epochs")
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=75, labelsize=8)
-    trials = rows.trial.nunique()
-    figure.suptitle(f"{dataset}, {arch}: cost per method (found-sparsity point, "
-                    f"{'mean over ' + str(trials) + ' trials' if trials > 1 else '1 trial'}; "
+    figure.suptitle(f"{dataset}, {arch}: cost per method at {point} ({spread_note(stats.trials, 'median', 'bar')}; "
                     f"device: {', '.join(sorted(set(rows.device)))})", fontsize=9)
     return save(figure, folder, f"cost-{dataset}-{arch}")
 

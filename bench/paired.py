@@ -30,11 +30,9 @@ from scipy.special import stdtrit
 
 from bench.paper import ANALYSIS_ONLY, BASELINE, IMC_ROWS, display_name
 from bench.spec import FOUND
-from bench.tables import found_rows, method_order, rows_at_level
+from bench.tables import ROUND_TOLERANCE, found_rows, method_order, rows_at_level
 
 CONFIDENCE = 0.95
-ROUND_TOLERANCE = 0.05
-"""How far (in sparsity) an iterative method's nearest round may be from a level and still stand for it."""
 DIFFERENCE_COLUMNS = ["dataset", "arch", "level", "method", "against", "n", "mean", "ci_low", "ci_high",
                       "excludes_zero", "left_out_trials"]
 RANKING_COLUMNS = ["dataset", "arch", "level", "rank", "method", "n", "accuracy", "ci_low", "ci_high",

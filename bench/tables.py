@@ -73,6 +73,10 @@ def found_rows(records: pd.DataFrame) -> pd.DataFrame:
     return nearest_per_job(records[eligible], target[eligible])
 
 
+ROUND_TOLERANCE = 0.05
+"""How far (in sparsity) an iterative method's nearest round may be from a level and still stand for it."""
+
+
 def rows_at_level(records: pd.DataFrame, target: float, round_tolerance: float | None = None) -> pd.DataFrame:
     """One record per (method, trial) at sparsity `target`: the jobs that ran at that level (their nearest
     round), an iterative method's nearest round (within `round_tolerance`, if given) and the dense control."""

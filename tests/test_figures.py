@@ -3,6 +3,9 @@ apart, a run tested once per job shows final accuracies (not a column of dots), 
 both IMC sparsities. Figures are drawn from small record tables made here; `save` is wrapped to keep
 the figure it would close."""
 
+import itertools
+import math
+
 import pandas as pd
 import pytest
 
@@ -129,3 +132,36 @@ def test_a_figure_that_fails_in_its_child_is_named_after_the_others_finished(tmp
             figure_saves.save(good, tmp_path, "fine")
     assert (tmp_path / "fine.png").stat().st_size > 0 and (tmp_path / "fine.pdf").stat().st_size > 0
     assert not (tmp_path / "broken.png").exists()
+
+
+def test_points_on_different_numbers_of_trials_say_so(drawn):
+    """A run still going: dense and SNIP have 3 trials, SynFlow 1; no title may claim "over 3 trials"."""
+    frame = records(3)
+    frame = frame[(frame.method != "synflow") | (frame.trial == 0)]
+    figures.accuracy_vs_density(frame, DATASET, ARCH, None)
+    figures.accuracy_vs_sparsity(frame, DATASET, ARCH, None)
+    for figure in drawn:
+        assert "over 1-3 trials per point" in texts(figure) and "over 3 trials" not in texts(figure)
+
+
+@pytest.mark.parametrize("lowest", [60.0, 10.0, 5.0, 1.0, 0.05, 0.001])
+def test_density_ticks_leave_room_for_their_labels(lowest):
+    right = lowest * 0.92
+    ticks = figures.density_ticks(102.0, right)
+    span = math.log10(102.0 / right)
+    assert ticks[0] == 100 and len(ticks) >= 3 and ticks[-1] <= 1.5 * lowest
+    assert min(math.log10(high / low) for high, low in itertools.pairwise(ticks)) >= figures.TICK_GAP * span
+
+
+def test_the_cost_figure_compares_every_method_at_the_common_level_by_the_median(drawn):
+    """A grid without `found` jobs compares costs at the level most methods ran at, not at the found point
+    (where only dense would stand); one disturbed trial (a paused process) does not set a method's bar."""
+    frame = records(3).assign(epochs=16, device="cpu", runtime_s=100.0)
+    frame.loc[(frame.method == "snip") & (frame.trial == 1), "runtime_s"] = 5000.0
+    figures.cost_per_method(frame, DATASET, ARCH, None)
+    runtime = drawn[0].axes[0]
+    bars = {label.get_text(): patch.get_height()
+            for label, patch in zip(runtime.get_xticklabels(), runtime.patches, strict=True)}
+    assert set(bars) == {"Baseline", "SNIP", "SynFlow"}
+    assert bars["SNIP"] == 100.0
+    assert "sparsity ≈ 0.5" in texts(drawn[0]) and "median over 3 trials" in texts(drawn[0])
