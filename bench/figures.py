@@ -61,8 +61,9 @@ def _points(group: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dense_trials(group: pd.DataFrame) -> pd.Series:
-    return pd.Series([group[group.method == BASELINE].trial.nunique()]) if (group.method == BASELINE).any() \
-        else pd.Series([], dtype=int)
+    """The dense band's trial count, as one more plotted point (none where dense did not run)."""
+    trials = group[group.method == BASELINE].trial.nunique()
+    return pd.Series([trials] if trials else [], dtype=int)
 
 
 def accuracy_vs_sparsity(records: pd.DataFrame, dataset: str, arch: str, folder: Path) -> list[Path]:
@@ -306,11 +307,10 @@ def cost_rows(group: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     them (a grid without `found` jobs), with an iterative method's round within `ROUND_TOLERANCE` of that level."""
     found = found_rows(group)
     label, target = comparison_target(group[group.method != BASELINE])
-    if target is None:
-        return "found-sparsity point", found
-    level = rows_at_level(group, target, ROUND_TOLERANCE)
-    if level.method.nunique() > found.method.nunique():
-        return label, level
+    if target is not None:
+        level = rows_at_level(group, target, ROUND_TOLERANCE)
+        if level.method.nunique() > found.method.nunique():
+            return label, level
     return "found-sparsity point", found
 
 
