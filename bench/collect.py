@@ -15,11 +15,13 @@ different settings are never pooled: each gets the settings that differ in its l
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from bench import forks
 from bench.ablations import NO_ABLATION
 from bench.atomic import CorruptFileError, read_json
 from bench.errors import BenchError
@@ -35,6 +37,7 @@ from bench.store import (
     read_job,
     read_status,
 )
+from bench.threads import available_cores
 
 MISSING, BLOCKED = "missing", "blocked"
 DEFAULT = "default"
@@ -77,7 +80,7 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str, plain: bool) -> tuple[dic
     else:
         status, records = read_job(folder, checked=True) if plain or folder.exists() else ({"state": MISSING}, [])
     try:
-        provenance = read_json(folder / "provenance.json") if not refusal else {}
+        provenance = read_json(os.path.join(folder, "provenance.json")) if not refusal else {}
     except (FileNotFoundError, CorruptFileError):  # provenance is informative only; the row stays
         provenance = {}
     provenance = provenance if isinstance(provenance, dict) else {}
@@ -103,57 +106,74 @@ def _job_row(folder: Path, spec: JobSpec, job_id: str, plain: bool) -> tuple[dic
     }, records
 
 
-def _stored_specs(jobs_root: Path, folders: dict[str, bool]) -> tuple[list[tuple[JobSpec, str]], list[dict]]:
-    """The specs on disk under the ids they were written with, and a row for each job folder whose
-    spec.json is missing, unreadable or holds another job's spec.
+def _stored_job(jobs_root: Path, name: str, plain: bool) -> tuple[dict, list[dict], bool]:
+    """The row and records of the job folder `name` under the id its spec.json was written with, and
+    whether that spec could be read; a folder whose spec.json is missing, unreadable or holds another
+    job's spec gets a `corrupt` row naming the file (and no records).
 
     A spec.json must name its folder's id. The spec is not hashed again here: hashing needs every
     method's code (a plugin that is not installed, torch), and the report reads records, not code. The
     runner hashes it before it reuses a folder (`bench.jobs`), which sets a mismatch aside."""
-    listed, unreadable = [], []
-    for folder in (jobs_root / name for name in sorted(folders)):
-        path = folder / "spec.json"
+    folder = jobs_root / name
+    path = os.path.join(folder, "spec.json")  # strings, not paths: this runs once per job folder
+    try:
+        if not plain and (refusal := job_folder_refusal(folder)):  # no read through a link out
+            raise CorruptFileError(refusal)
         try:
-            if not folders[folder.name] and (refusal := job_folder_refusal(folder)):  # no read through a link out
-                raise CorruptFileError(refusal)
-            if not path.exists() and not path.is_symlink():
-                raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
-                                       "bench.run that made it, which writes it again")
             entry = read_json(path)
-            claimed = entry.get("job_id") if isinstance(entry, dict) else None
-            if claimed != folder.name:
-                raise CorruptFileError(f"{path} holds the spec of job {claimed}, not of {folder.name}")
-            try:
-                listed.append((JobSpec.from_dict(entry["spec"]), folder.name))
-            except (KeyError, TypeError, BenchError) as error:  # the spec itself has the wrong shape
-                raise CorruptFileError(f"{path} holds no job spec ({error}); rerun the bench.run that made it") \
-                    from None
-        except CorruptFileError as error:
-            unreadable.append(dict.fromkeys(JOB_COLUMNS, "") | {"job_id": folder.name, "state": CORRUPT,
-                                                                 "error": str(error), "folder": str(folder)})
-    return listed, unreadable
+        except FileNotFoundError:
+            raise CorruptFileError(f"{path} is missing (state {read_status(folder)['state']}); rerun the "
+                                   "bench.run that made it, which writes it again") from None
+        claimed = entry.get("job_id") if isinstance(entry, dict) else None
+        if claimed != name:
+            raise CorruptFileError(f"{path} holds the spec of job {claimed}, not of {name}")
+        try:
+            spec = JobSpec.from_dict(entry["spec"])
+        except (KeyError, TypeError, BenchError) as error:  # the spec itself has the wrong shape
+            raise CorruptFileError(f"{path} holds no job spec ({error}); rerun the bench.run that made it") \
+                from None
+    except CorruptFileError as error:
+        return dict.fromkeys(JOB_COLUMNS, "") | {"job_id": name, "state": CORRUPT, "error": str(error),
+                                                 "folder": str(folder)}, [], False
+    return *_job_row(folder, spec, name, plain), True
+
+
+FORKED_READ_FROM = 2000
+"""From this many job folders on, `collect` reads them in forked children, one chunk per core."""
 
 
 def collect(results: Path, plan: list[PlannedJob] | list[JobSpec] | None = None) -> Collection:
     """Every job under `results/jobs/` (or exactly the jobs of `plan`) and their records.
 
-    A job of the plan that waits for a failed (or blocked) job is `blocked`, its error naming it.
+    A job of the plan that waits for a failed (or blocked) job is `blocked`, its error naming it. The
+    folders are read in forked children where there are many (`FORKED_READ_FROM`; `bench.forks`).
     """
     jobs_root = Path(results) / JOBS_FOLDER
     folders = listed_job_folders(results)  # one directory read: which folders need no link check
-    job_rows: list[dict] = []
     if plan is None:  # what is on disk, under the ids it was written with
-        listed, job_rows = _stored_specs(jobs_root, folders)
+        def read(names: list[str]) -> list[tuple[dict, list[dict], bool]]:
+            return [_stored_job(jobs_root, name, folders[name]) for name in names]
+
+        items = sorted(folders)
         after: dict[str, tuple[str, ...]] = {}
     else:
         planned = [job if isinstance(job, PlannedJob) else PlannedJob(job) for job in plan]
-        listed = [(job.spec, job.job_id) for job in planned]
+        specs = {job.job_id: job.spec for job in planned}
+
+        def read(job_ids: list[str]) -> list[tuple[dict, list[dict], bool]]:
+            return [(*_job_row(jobs_root / job_id, specs[job_id], job_id, folders.get(job_id, False)), True)
+                    for job_id in job_ids]
+
+        items = [job.job_id for job in planned]
         after = {job.job_id: job.after for job in planned}
+    read_rows = forks.split_map(read, items, available_cores() if len(items) >= FORKED_READ_FROM else 1)
+    job_rows = [job for job, _, listed in read_rows if not listed]  # unreadable specs first
     states: dict[str, str] = {}
     record_rows = []
-    for spec, job_id in listed:
-        folder = jobs_root / job_id
-        job, records = _job_row(folder, spec, job_id, folders.get(job_id, False))
+    for job, records, listed in read_rows:
+        if not listed:
+            continue
+        job_id = job["job_id"]
         stuck = next((dep for dep in after.get(job_id, ()) if states.get(dep) in (FAILED, BLOCKED)), None)
         if stuck is not None and job["state"] != DONE:
             job |= {"state": BLOCKED, "error": f"blocked by {stuck}, which is {states[stuck]}"
@@ -186,12 +206,14 @@ def apart_by_settings(records: pd.DataFrame) -> pd.DataFrame:
     if records.empty:
         return records
     records = records.assign(base_method=records.method)
+    parsed = {pair: _settings(*pair) for pair in set(zip(records.hparams, records.train, strict=True))}
     for _, group in records.groupby(["method", "dataset", "arch"]):
-        settings = [_settings(hparams, train) for hparams, train in zip(group.hparams, group.train, strict=True)]
-        keys = sorted({key for entry in settings for key in entry})
-        differing = [key for key in keys if len({json.dumps(entry.get(key)) for entry in settings}) > 1]
+        pairs = list(zip(group.hparams, group.train, strict=True))
+        distinct = [parsed[pair] for pair in set(pairs)]  # thousands of trials share a few settings
+        keys = sorted({key for entry in distinct for key in entry})
+        differing = [key for key in keys if len({json.dumps(entry.get(key)) for entry in distinct}) > 1]
         if differing:
             records.loc[group.index, "method"] = [
-                f"{method} ({', '.join(f'{key}={entry.get(key, DEFAULT)}' for key in differing)})"
-                for method, entry in zip(group.method, settings, strict=True)]
+                f"{method} ({', '.join(f'{key}={parsed[pair].get(key, DEFAULT)}' for key in differing)})"
+                for method, pair in zip(group.method, pairs, strict=True)]
     return records

@@ -1,4 +1,4 @@
-"""Report figures (matplotlib, PNG and PDF), drawn from the tidy records and the jobs' CSV files.
+"""Report figures (matplotlib; PNG, and PDF or SVG on request), drawn from the tidy records and the jobs' CSV files.
 
 - accuracy vs density: every method on one axes, density on a log scale from 100% down to the
   sparsest point, mean line and std band over trials, the dense control as a band (the LTH and
@@ -35,7 +35,7 @@ from bench.tables import ROUND_TOLERANCE, found_rows, method_order, number, rows
 
 
 def save(figure, folder: Path, name: str) -> list[Path]:
-    """Write `figure` as PNG and PDF (`bench.figure_saves`: in a forked child where the report allows it)."""
+    """Write `figure` in the report's figure formats (`bench.figure_saves`), then close it."""
     paths = figure_saves.save(figure, folder, name)
     plt.close(figure)
     return paths

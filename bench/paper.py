@@ -43,11 +43,19 @@ def paper_tables() -> pd.DataFrame:
     return pd.read_csv(PAPER_TABLES, dtype={"dataset": str})
 
 
+@cache
+def _paper_rows() -> dict[tuple[str, str, str, str], dict]:
+    """The paper's rows by (kind, dataset, arch, method), the first where one repeats."""
+    rows: dict[tuple[str, str, str, str], dict] = {}
+    for row in paper_tables().to_dict("records"):
+        rows.setdefault((row["kind"], row["dataset"], row["arch"], row["method"]), row)
+    return rows
+
+
 def paper_row(kind: str, dataset: str, arch: str, method: str) -> dict | None:
     """The paper's numbers for one cell row, or None where the paper has no such table or row."""
-    table = paper_tables()
-    match = table[(table.kind == kind) & (table.dataset == dataset) & (table.arch == arch) & (table.method == method)]
-    return None if match.empty else match.iloc[0].to_dict()
+    row = _paper_rows().get((kind, dataset, arch, method))
+    return None if row is None else dict(row)
 
 
 def paper_table_number(kind: str, dataset: str) -> int | None:

@@ -9,7 +9,7 @@ round) and writes to `--out` (default `<results>/report/`, with `--grid` `report
   tables/<dataset>-<arch>-{paired,ranking}-<level>.*   paired differences to dense and the reference
                                                        (`--reference`, default IMC's variants) with 95%
                                                        t-intervals over trials, and the ranking they give
-  figures/*.png|pdf                                    accuracy vs density (all methods) and vs sparsity
+  figures/*.png (.pdf, .svg: --figure-formats)         accuracy vs density (all methods) and vs sparsity
                                                        (per method), per-layer density, training curves,
                                                        cost, spectrum, sensitivity, Lipschitz, paired
                                                        differences (forest plot) per sparsity level
@@ -23,6 +23,7 @@ import argparse
 import io
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,8 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reference", help="method every other is compared with, paired by trial, besides dense "
                                             "(default: IMC's variants where they ran)")
     parser.add_argument("--figure-workers", type=int, metavar="N",
-                        help="figures drawn at once, each in a forked process (default: the cores this process "
-                             "may use; 1 draws them one by one in this process)")
+                        help="figure functions drawn at once, each in a forked process, while the tables are "
+                             "written (default: the cores this process may use; 1 draws them one by one in "
+                             "this process)")
+    parser.add_argument("--figure-formats", default="png", metavar="LIST",
+                        help="figure formats, comma-separated: png (always written: the README shows it), pdf, "
+                             "svg; e.g. png,pdf for a paper's vector figures (default: png; each format adds "
+                             "to the report's time)")
     return parser
 
 
@@ -95,24 +101,34 @@ def method_code_lines(jobs: pd.DataFrame) -> str:
     return "".join(f"- {note}\n" for note in code_notes(jobs))
 
 
-def paired_sections(records: pd.DataFrame, out: Path, formats: tuple[str, ...], reference: str | None) -> list[str]:
-    """Per comparison point: the paired differences to dense and the reference, the ranking, the forest plot."""
-    differences, ranks = paired.differences(records, reference), paired.ranking(records)
-    if differences.empty:
+def paired_sections(records: pd.DataFrame, differences: pd.DataFrame, forest: figure_saves.Drawing | None, out: Path,
+                    formats: tuple[str, ...], reference: str | None) -> list[str | Callable[[], str]]:
+    """Per comparison point: the paired `differences` to dense and the reference, the ranking, the forest
+    plot (`forest`, drawn by `bench.figure_saves`: its section is finished once the figures are)."""
+    if forest is None:
         return []
-    sections = [PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
-    figure_paths = {path.stem: path for path in figures.paired_differences(differences, out / "figures")
-                    if path.suffix == ".png"}
+    ranks = paired.ranking(records)
+    sections: list[str | Callable[[], str]] = [
+        PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
     for (dataset, arch, level), point in differences.groupby(["dataset", "arch", "level"], sort=False):
         base = out / "tables" / f"{dataset}-{arch}-paired-{level}"
         markdown = write_frame(paired.shown_differences(point), point, base, formats)
         ranked = ranks[(ranks.dataset == dataset) & (ranks.arch == arch) & (ranks.level == level)]
         ranking_markdown = write_frame(paired.shown_ranking(ranked), ranked,
                                        out / "tables" / f"{dataset}-{arch}-ranking-{level}", formats)
-        figure = figure_paths[f"paired-differences-{dataset}-{arch}-{level}"]
-        sections.append(f"### Paired differences: {dataset}, {arch}, sparsity {level}\n\n{markdown}\n\n"
-                        f"Ranking:\n\n{ranking_markdown}\n\n![paired differences {level}](figures/{figure.name})\n")
+        text = (f"### Paired differences: {dataset}, {arch}, sparsity {level}\n\n{markdown}\n\n"
+                f"Ranking:\n\n{ranking_markdown}\n")
+        sections.append(lambda text=text, stem=f"paired-differences-{dataset}-{arch}-{level}", level=level:
+                        text + figure_links(forest, lambda path: f"paired differences {level}", only=stem))
     return sections
+
+
+def figure_links(drawing: figure_saves.Drawing, caption: Callable[[Path], str] | None = None,
+                 only: str | None = None) -> str:
+    """Markdown image links to the PNGs a figure function drew (the one named `only`, if given), one
+    paragraph each, captioned by `caption(path)` (default: the file's name in words)."""
+    return "".join(f"\n![{caption(path) if caption else path.stem.replace('-', ' ')}](figures/{path.name})\n"
+                   for path in drawing.shown() if only is None or path.stem == only)
 
 
 def _job_list(jobs: pd.DataFrame, with_error: bool) -> str:
@@ -185,16 +201,27 @@ def _stage_folders(folder: Path) -> list[Path]:
         return []
 
 
-def per_job_figures(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
-    """The figures read from the jobs' own files: per-layer density and training curves. Both show the
-    first trial's jobs, so only those jobs' files are read (a report of 10,000 jobs reads a few dozen)."""
+def first_trial_jobs(collection: Collection, dataset: str, arch: str) -> pd.DataFrame:
+    """The jobs whose own files the per-layer density and training-curve figures read: both show the first
+    trial's jobs, so a report of 10,000 jobs reads a few dozen files."""
     records = collection.records
     group = records[(records.dataset == dataset) & (records.arch == arch)]
     dense = group.method == BASELINE
     first_trials = {group[part].trial.min() for part in (dense, ~dense) if part.any()}
-    shown = collection.jobs[collection.jobs.job_id.isin(group[group.trial.isin(first_trials)].job_id)]
-    return figures.layer_density(records, job_csv(shown, "layers.csv"), dataset, arch, folder) + \
-        figures.training_curves(records, epochs_with_stages(records, shown), dataset, arch, folder)
+    return collection.jobs[collection.jobs.job_id.isin(group[group.trial.isin(first_trials)].job_id)]
+
+
+def layer_density_figure(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """Per-layer density of the first trial's jobs, from their `layers.csv`."""
+    shown = first_trial_jobs(collection, dataset, arch)
+    return figures.layer_density(collection.records, job_csv(shown, "layers.csv"), dataset, arch, folder)
+
+
+def training_curves_figure(collection: Collection, dataset: str, arch: str, folder: Path) -> list[Path]:
+    """Training curves of the first trial's jobs, their shared stages' epochs first (`epochs_with_stages`)."""
+    shown = first_trial_jobs(collection, dataset, arch)
+    return figures.training_curves(collection.records, epochs_with_stages(collection.records, shown), dataset, arch,
+                                   folder)
 
 
 def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
@@ -216,34 +243,43 @@ def outside_section(outside: pd.DataFrame) -> str:
 
 def write_report(collection: Collection, out: Path, title: str, description: str,
                  formats: tuple[str, ...], outside: pd.DataFrame | None = None, reference: str | None = None) -> Path:
+    """Write the report's tables, figures and README.md into `out`. Inside a `bench.figure_saves.drawing`
+    block the figures are drawn in forked children while this process writes the tables; the README,
+    which links them, is written once they are all drawn."""
     records, jobs = collection.records, collection.jobs
     out.mkdir(parents=True, exist_ok=True)
-    sections = []
+    sections: list[str | Callable[[], str]] = []
     if not records.empty:
+        folder = out / "figures"
+        by_name = records.assign(method=records.base_method)  # these figures tell settings apart themselves
+        estimates = lipschitz_estimates(by_name)
+        groups = list(records.groupby(["dataset", "arch"]).groups)
+        drawn = {(dataset, arch): [figure_saves.draw(function, data, dataset, arch, folder) for function, data
+                                   in ((figures.accuracy_vs_sparsity, records), (figures.accuracy_vs_density, records),
+                                       (layer_density_figure, collection), (training_curves_figure, collection),
+                                       (figures.cost_per_method, records))]
+                 for dataset, arch in groups}  # the figures first: they are drawn while the tables are written
+        imc_figures = [figure_saves.draw(figures.spectrum, by_name, folder),
+                       figure_saves.draw(figures.sensitivity, by_name, folder),
+                       figure_saves.draw(figures.lipschitz, estimates, folder)]
+        differences = paired.differences(records, reference)
+        forest = None if differences.empty else figure_saves.draw(figures.paired_differences, differences, folder)
         write_text(out / "records.csv", records.drop(columns=["extra"]).to_csv(index=False))
         for (dataset, arch, kind), summary in build_tables(records).items():
             markdown = write_table(summary, out / "tables" / f"{dataset}-{arch}-{kind}", formats)
             number = paper_table_number(TABLE_KINDS[kind][1], dataset)
             source = f"paper's Table {number}" if number else "no paper table for this dataset"
             sections.append(f"### {KIND_TITLES[kind]}: {dataset}, {arch} ({source})\n\n{markdown}\n")
-        for dataset, arch in records.groupby(["dataset", "arch"]).groups:
-            for path in figures.accuracy_vs_density(records, dataset, arch, out / "figures") + \
-                    figures.accuracy_vs_sparsity(records, dataset, arch, out / "figures") + \
-                    per_job_figures(collection, dataset, arch, out / "figures"):
-                if path.suffix == ".png":
-                    sections.append(f"![{path.stem.replace('-', ' ')}](figures/{path.name})\n")
-            for path in figures.cost_per_method(records, dataset, arch, out / "figures"):
-                if path.suffix == ".png":
-                    sections.append(f"![cost per method, {dataset} {arch}](figures/{path.name})\n")
-        sections += paired_sections(records, out, formats, reference)
-        by_name = records.assign(method=records.base_method)  # these figures tell settings apart themselves
-        estimates = lipschitz_estimates(by_name)
+        for dataset, arch in groups:
+            by_sparsity, by_density, layers, curves, cost = drawn[dataset, arch]
+            sections += [lambda drawings=(by_density, by_sparsity, layers, curves): "".join(map(figure_links, drawings)),
+                         lambda cost=cost, name=f"{dataset} {arch}": figure_links(cost, lambda path: f"cost per method, {name}")]
+        sections += paired_sections(records, differences, forest, out, formats, reference)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
-        for path in figures.spectrum(by_name, out / "figures") + figures.sensitivity(by_name, out / "figures") \
-                + figures.lipschitz(estimates, out / "figures"):
-            if path.suffix == ".png":
-                sections.append(f"![{path.stem}](figures/{path.name})\n")
+        sections.append(lambda: "".join(figure_links(drawing, lambda path: path.stem) for drawing in imc_figures))
+    figure_saves.finish()
+    sections = [section if isinstance(section, str) else section().lstrip("\n") for section in sections]
     done = int((jobs.state == "done").sum())
     devices = ", ".join(sorted(set(records.device))) if not records.empty else "—"
     threads = ", ".join(sorted({f"{int(count)}" for count in jobs.threads.dropna() if count != ""})) or "—"
@@ -280,7 +316,7 @@ job, {len(collection.missing)} missing, corrupt or unfinished
 {outside_section(outside if outside is not None else jobs.iloc[0:0])}
 ## Tables and figures
 
-{chr(10).join(sections) or "No finished job yet."}
+{chr(10).join(section for section in sections if section) or "No finished job yet."}
 """
     path = out / "README.md"
     write_text(path, readme)
@@ -351,6 +387,7 @@ def report(args: argparse.Namespace, results: Path) -> int:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise BenchError(f"unknown format(s) {unknown}; accepted: {', '.join(FORMATS)}")
+    figure_formats = figure_saves.figure_formats(args.figure_formats)
     if not (results / "jobs").is_dir():
         raise BenchError(f"no job folders under {results / 'jobs'}; run `python -m bench.run` first or pass --results DIR")
     planned = None if args.all_jobs or args.grid else recorded_jobs(results)
@@ -373,7 +410,7 @@ def report(args: argparse.Namespace, results: Path) -> int:
                          f"{', '.join(sorted(set(collection.records.method)))}")
     inside_results = out.absolute().is_relative_to(results.absolute())
     check_tree(out, results if inside_results else out)  # no write follows a link out (a figure, the folder)
-    with figure_saves.parallel_saves(args.figure_workers):
+    with figure_saves.drawing(args.figure_workers, figure_formats):
         path = write_report(collection, out, title, description, formats, outside_plan(results, collection),
                             args.reference)
     print(f"wrote {path} ({len(collection.records)} records from {len(collection.jobs)} jobs)")

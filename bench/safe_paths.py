@@ -66,5 +66,10 @@ def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> in
 def read_bytes_no_follow(path: str | os.PathLike) -> bytes:
     """The bytes of the plain file at `path`; a link raises `LinkOutError`, a folder `IsADirectoryError`."""
     descriptor = open_no_follow(path, os.O_RDONLY)
-    with os.fdopen(descriptor, "rb") as handle:
-        return handle.read()
+    try:  # plain reads of the descriptor: a report reads tens of thousands of small files
+        chunks = []
+        while chunk := os.read(descriptor, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)

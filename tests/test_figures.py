@@ -104,34 +104,48 @@ def test_the_spectrum_names_the_gap_rule_s_star_and_the_pruned_sparsity(drawn):
     assert "3.7e-06" in title and "7.4e-06" in title
 
 
-def test_figures_saved_in_forked_children_are_the_files_saved_here(tmp_path):
-    """`parallel_saves` renders in forked children; the PNG it writes is byte-identical to one rendered in
-    this process, and both formats exist when the block ends."""
+def test_figures_drawn_in_forked_children_are_the_files_drawn_here(tmp_path):
+    """`drawing` runs figure functions in forked children; their paths come back once the block has
+    finished, the PNG is byte-identical to one drawn in this process, and only the formats asked for exist."""
     from bench import figure_saves
 
     data = records(2)
-    with figure_saves.parallel_saves(2):
-        forked = figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path / "forked")
-    inline = figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path / "inline")
-    assert [path.name for path in forked] == [path.name for path in inline]
-    assert all(path.stat().st_size > 0 for path in forked)
-    assert forked[0].read_bytes() == inline[0].read_bytes()
+    with figure_saves.drawing(2, figure_saves.figure_formats("pdf")):
+        forked = figure_saves.draw(figures.accuracy_vs_sparsity, data, DATASET, ARCH, tmp_path / "forked")
+        density = figure_saves.draw(figures.accuracy_vs_density, data, DATASET, ARCH, tmp_path / "forked")
+        assert forked.paths == [] or len(forked.paths) == 2  # not yet known while the child runs
+        figure_saves.finish()
+        assert [path.suffix for path in forked.paths] == [".png", ".pdf"] and len(density.paths) == 2
+    inline = figure_saves.draw(figures.accuracy_vs_sparsity, data, DATASET, ARCH, tmp_path / "inline")
+    assert [path.name for path in inline.paths] == [path.name for path in forked.shown()]
+    assert forked.shown()[0].read_bytes() == inline.paths[0].read_bytes()
+    assert sorted(path.name for path in (tmp_path / "forked").iterdir()) == sorted(
+        path.name for path in forked.paths + density.paths)
 
 
-def test_a_figure_that_fails_in_its_child_is_named_after_the_others_finished(tmp_path):
-    import matplotlib.pyplot as plt
-
+def test_a_figure_function_that_fails_in_its_child_is_named_after_the_others_finished(tmp_path):
     from bench import figure_saves
     from bench.errors import BenchError
 
-    good, bad = plt.figure(), plt.figure()
-    bad.savefig = None  # rendering it raises in the child (TypeError: 'NoneType' is not callable)
+    def broken(folder):
+        raise RuntimeError("this figure cannot be drawn")
+
+    data = records(1)
     with pytest.raises(BenchError, match=r"figure\(s\) broken could not be drawn"):
-        with figure_saves.parallel_saves(2):
-            figure_saves.save(bad, tmp_path, "broken")
-            figure_saves.save(good, tmp_path, "fine")
-    assert (tmp_path / "fine.png").stat().st_size > 0 and (tmp_path / "fine.pdf").stat().st_size > 0
-    assert not (tmp_path / "broken.png").exists()
+        with figure_saves.drawing(2):
+            failed = figure_saves.draw(broken, tmp_path)
+            fine = figure_saves.draw(figures.accuracy_vs_sparsity, data, DATASET, ARCH, tmp_path)
+    assert failed.failed and failed.paths == []
+    assert [path.suffix for path in fine.paths] == [".png"] and fine.paths[0].stat().st_size > 0
+
+
+def test_an_unknown_figure_format_is_named_with_the_accepted_ones():
+    from bench import figure_saves
+    from bench.errors import BenchError
+
+    assert figure_saves.figure_formats("pdf, PNG") == ("png", "pdf")
+    with pytest.raises(BenchError, match="figure format.*eps not known; accepted: png, pdf, svg"):
+        figure_saves.figure_formats("png,eps")
 
 
 def test_points_on_different_numbers_of_trials_say_so(drawn):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from bench import figure_saves
 from bench.atomic import write_json
 from bench.collect import collect
 from bench.report import main, write_report
@@ -87,7 +88,8 @@ def test_tidy_table_has_one_row_per_job_and_round(fixture_results):
 def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     results, specs = fixture_results
     out = tmp_path / "report"
-    write_report(collect(results, specs), out, "fixture", "a fixture", ("md", "tex", "csv"))
+    with figure_saves.drawing(2, figure_saves.figure_formats("png,pdf")):  # figures drawn in forked children
+        write_report(collect(results, specs), out, "fixture", "a fixture", ("md", "tex", "csv"))
     found = pd.read_csv(out / "tables" / f"{DATASET}-{ARCH}-found.csv").set_index("method")
     assert found.loc["dense", "Accuracy mean"] == pytest.approx(81.0)
     assert found.loc["dense", "Accuracy std"] == pytest.approx(math.sqrt(2) * 1.0)  # sample std of 80, 82
@@ -124,6 +126,8 @@ def test_generated_tables_hold_the_right_numbers(fixture_results, tmp_path):
     for name in (f"accuracy-vs-sparsity-{DATASET}-{ARCH}", f"cost-{DATASET}-{ARCH}", "imc-spectrum"):
         for suffix in (".png", ".pdf"):
             assert (out / "figures" / f"{name}{suffix}").stat().st_size > 1000
+    assert f"![cost per method, {DATASET} {ARCH}](figures/cost-{DATASET}-{ARCH}.png)" in readme
+    assert "![imc-spectrum](figures/imc-spectrum.png)" in readme and ".pdf)" not in readme
 
 
 def test_found_sparsity_is_imc_s_star_not_its_paper_level_jobs():
