@@ -1,17 +1,19 @@
-"""Drawing a report's figures several at once, each figure function in a forked process, in the formats asked for.
+"""Drawing a report's figures several at once, in forked worker processes, in the formats asked for.
 
 Building and rendering a figure is most of a report's fixed cost: matplotlib spends it in pure Python,
 one core at a time, and a report draws the same figures for 30 jobs as for 10,000. Inside
-`drawing(workers, formats)`, `draw(function, *arguments)` runs a figure function (one of
-`bench.figures`: it builds its figures and saves them with `save`) in a forked child while the report
-goes on with its tables; at most `workers` children run at once, and the queued ones start as workers
-free up. The child (`bench.forks`) sends back the paths it wrote as JSON and exits; `finish`, and
-leaving the block, wait for all of them. A child that fails is named in one `BenchError` after the
-others finished; its files are written atomically (`bench.atomic`), so none is left half-written.
+`drawing(workers, formats)`, `draw(function, *arguments)` queues a figure function (one of
+`bench.figures`: it builds its figures and saves them with `save`); `start` forks up to `workers`
+worker processes, which take the queued functions one at a time, in the order asked for (ask for the
+longest first), from a pipe of task numbers, so a worker that finishes early takes the next while the
+report goes on with its tables. Each worker sends back the paths it wrote (JSON, `bench.forks`);
+`finish`, and leaving the block, wait for them. A figure function that fails is named in one
+`BenchError` after the others finished; files are written atomically (`bench.atomic`), so none is left
+half-written.
 
 Forking is used only where it is the platform's default way to start processes (Linux); elsewhere, with
-one worker, or outside the block, `draw` runs the function here and now. The returned `Drawing` holds
-the paths once the block has ended (or at once when drawn here).
+one worker, or outside the block, `draw` runs the function here and now. A `Drawing` holds its paths
+once `finish` has returned (or at once when drawn here).
 
 Formats: PNG by default (what the report's Markdown shows); `pdf` and `svg` on request, for papers. A
 figure with a layout engine is laid out by its first save's own draw; the other formats keep those
@@ -20,6 +22,8 @@ positions.
 
 from __future__ import annotations
 
+import os
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,9 +53,15 @@ class Drawing:
         return [path for path in self.paths if path.suffix == f".{FORMATS[0]}"]
 
 
-_children: dict[int, tuple[forks.Child, Drawing]] = {}  # pid -> child and its drawing, while a block runs
-_drawings: list[Drawing] | None = None  # the current block's drawings, in the order asked for
-_queue: list[tuple[Drawing, Callable[..., list[Path]], tuple]] = []  # asked for, not yet started
+Task = tuple[Drawing, Callable[..., list[Path]], tuple]
+TASK_BYTES = 4
+MOST_TASKS = 65536 // TASK_BYTES
+"""Figure functions one `start` hands out: their numbers must fit in a pipe (64 KiB on Linux) unread."""
+
+_tasks: list[Task] = []  # the current block's figure functions, in the order asked for
+_dispatched = 0  # how many of them workers were started for
+_running: dict[int, tuple[forks.Child, int]] = {}  # pid -> worker and the index of its batch's first task
+_in_block = False
 _workers = 1
 _formats = DEFAULT_FORMATS
 
@@ -75,57 +85,79 @@ def save(figure, folder: Path, name: str) -> list[Path]:
 
 
 def draw(function: Callable[..., list[Path]], *arguments, name: str | None = None) -> Drawing:
-    """Run the figure function `function(*arguments)`: inside a `drawing` block with more than one worker, in
-    a forked child (queued while `workers` children run; never waits), else here and now. Its `Drawing`
-    has its paths once the block's `finish` has returned."""
+    """Queue the figure function `function(*arguments)` for the workers inside a `drawing` block with more
+    than one worker, else run it here and now; its `Drawing` (paths complete once `finish` has returned)."""
     drawing = Drawing(name or " ".join([function.__name__, *(str(value) for value in arguments
                                                               if isinstance(value, str))]))
-    if _drawings is None or _workers <= 1:
+    if not _in_block or _workers <= 1:
         drawing.paths = list(function(*arguments))
-        return drawing
-    _drawings.append(drawing)
-    _queue.append((drawing, function, arguments))
-    _reap(block=False)
+    else:
+        _tasks.append((drawing, function, arguments))
     return drawing
 
 
-def _start_queued() -> None:
-    """Fork a child for each queued figure function while fewer than `workers` run."""
-    while _queue and len(_children) < _workers:
-        drawing, function, arguments = _queue.pop(0)
-        child = forks.start(_drawn_here, function, arguments, siblings=[child for child, _ in _children.values()])
-        _children[child.pid] = (child, drawing)
-
-
-def _drawn_here(function: Callable[..., list[Path]], arguments: tuple) -> list[str]:
-    """In a forked child: draw here (no queue, no children of its own); the paths written, as strings."""
-    global _drawings
-    _children.clear()
-    _queue.clear()
-    _drawings = None
-    return [str(path) for path in function(*arguments)]
-
-
-def _reap(block: bool) -> None:
-    """Start queued figure functions where a worker is free; if `block`, wait for a child to finish and
-    take its paths."""
-    _start_queued()
-    if not block or not _children:
+def start() -> None:
+    """Fork up to `workers` workers for the figure functions queued since the last start; they take one task
+    number at a time from a pipe that holds all of them. Does nothing while workers run (`finish` starts
+    the rest when they are done) or where nothing new is queued."""
+    global _dispatched
+    batch = _tasks[_dispatched:]
+    if not batch or _running:
         return
-    finished = forks.wait_any([child for child, _ in _children.values()])
-    _, drawing = _children.pop(finished.pid)
-    if isinstance(finished.result, list) and all(isinstance(path, str) for path in finished.result):
-        drawing.paths = [Path(path) for path in finished.result]
-    else:
-        drawing.failed = True
+    if len(batch) > MOST_TASKS:
+        raise BenchError(f"{len(batch)} figure functions queued at once; at most {MOST_TASKS}")
+    reader, writer = os.pipe()
+    os.write(writer, b"".join(index.to_bytes(TASK_BYTES, "big") for index in range(len(batch))))
+    os.close(writer)  # before forking: after the last number, a worker reads the end of the pipe
+    for _ in range(min(_workers, len(batch))):
+        worker = forks.start(_work, batch, reader, siblings=[worker for worker, _ in _running.values()])
+        _running[worker.pid] = (worker, _dispatched)
+    os.close(reader)
+    _dispatched = len(_tasks)
+
+
+def _work(batch: list[Task], numbers: int) -> list[tuple[int, list[str] | None]]:
+    """In a forked worker: draw here the tasks of `batch` whose numbers it takes from the pipe `numbers`
+    (`TASK_BYTES` each, read whole: the pipe hands each read to one reader); each one's paths, or None
+    where it failed."""
+    global _in_block
+    _in_block = False
+    _running.clear()
+    done = []
+    while len(chunk := os.read(numbers, TASK_BYTES)) == TASK_BYTES:
+        index = int.from_bytes(chunk, "big")
+        _, function, arguments = batch[index]
+        try:
+            done.append((index, [str(path) for path in function(*arguments)]))
+        except Exception:  # noqa: BLE001 - named by the parent; the worker takes the next task
+            traceback.print_exc()
+            done.append((index, None))
+    return done
 
 
 def finish() -> list[Drawing]:
-    """Run every queued figure function and wait for all children of the current block; this block's
-    drawings, their paths complete."""
-    while _children or _queue:
-        _reap(block=True)
-    return list(_drawings or [])
+    """Start workers for what is queued, wait for them all, and give each figure function its paths (or mark
+    it failed); the block's drawings, in the order asked for. The queue is empty afterwards."""
+    global _tasks, _dispatched
+    reported: set[int] = set()
+    while True:
+        start()
+        if not _running:
+            break
+        worker = forks.wait_any([worker for worker, _ in _running.values()])
+        _, first = _running.pop(worker.pid)
+        for index, paths in worker.result if worker.result is not forks.FAILED else []:
+            reported.add(first + index)
+            drawing = _tasks[first + index][0]
+            if isinstance(paths, list) and all(isinstance(path, str) for path in paths):
+                drawing.paths = [Path(path) for path in paths]
+            else:
+                drawing.failed = True
+    drawings = [drawing for drawing, _, _ in _tasks]
+    for index, drawing in enumerate(drawings):
+        drawing.failed = drawing.failed or index not in reported  # a worker that died took its tasks along
+    _tasks, _dispatched = [], 0
+    return drawings
 
 
 def figure_formats(listed: str) -> tuple[str, ...]:
@@ -145,15 +177,19 @@ def drawing(workers: int | None = None, formats: tuple[str, ...] = DEFAULT_FORMA
     cores this process may use) and `save` writes `formats` (see `figure_formats`); leaving it waits for the children (`finish`)
     and raises `BenchError` naming any figure function that failed."""
     workers = available_cores() if workers is None else workers
-    global _drawings, _workers, _formats
-    if _drawings is not None:
+    global _in_block, _workers, _formats
+    if _in_block:
         raise BenchError("figure_saves.drawing blocks do not nest")
-    _drawings, _workers, _formats = [], workers if forks.forks_available() else 1, formats
+    _in_block, _workers, _formats = True, workers if forks.forks_available() else 1, formats
+    drawn: list[Drawing] = []
     try:
         yield
+    except BaseException:
+        del _tasks[_dispatched:]  # after an error nothing new starts; the running workers are waited for
+        raise
     finally:
         drawn = finish()
-        _drawings, _workers, _formats = None, 1, DEFAULT_FORMATS
+        _in_block, _workers, _formats = False, 1, DEFAULT_FORMATS
     failed = sorted(drawing.name for drawing in drawn if drawing.failed)
     if failed:
         raise BenchError(f"figure(s) {', '.join(failed)} could not be drawn (traceback above); the tables and "

@@ -101,11 +101,11 @@ def method_code_lines(jobs: pd.DataFrame) -> str:
     return "".join(f"- {note}\n" for note in code_notes(jobs))
 
 
-def paired_sections(records: pd.DataFrame, differences: pd.DataFrame, forest: figure_saves.Drawing | None, out: Path,
+def paired_sections(records: pd.DataFrame, differences: pd.DataFrame, forest: figure_saves.Drawing, out: Path,
                     formats: tuple[str, ...], reference: str | None) -> list[str | Callable[[], str]]:
     """Per comparison point: the paired `differences` to dense and the reference, the ranking, the forest
     plot (`forest`, drawn by `bench.figure_saves`: its section is finished once the figures are)."""
-    if forest is None:
+    if differences.empty:
         return []
     ranks = paired.ranking(records)
     sections: list[str | Callable[[], str]] = [
@@ -121,6 +121,13 @@ def paired_sections(records: pd.DataFrame, differences: pd.DataFrame, forest: fi
         sections.append(lambda text=text, stem=f"paired-differences-{dataset}-{arch}-{level}", level=level:
                         text + figure_links(forest, lambda path: f"paired differences {level}", only=stem))
     return sections
+
+
+def paired_figure(records: pd.DataFrame, reference: str | None, folder: Path) -> list[Path]:
+    """The forest plots of the paired differences (computed here too: in a figure worker, the report's own
+    process need not wait for them before the figures start)."""
+    differences = paired.differences(records, reference)
+    return [] if differences.empty else figures.paired_differences(differences, folder)
 
 
 def figure_links(drawing: figure_saves.Drawing, caption: Callable[[Path], str] | None = None,
@@ -254,16 +261,17 @@ def write_report(collection: Collection, out: Path, title: str, description: str
         by_name = records.assign(method=records.base_method)  # these figures tell settings apart themselves
         estimates = lipschitz_estimates(by_name)
         groups = list(records.groupby(["dataset", "arch"]).groups)
-        drawn = {(dataset, arch): [figure_saves.draw(function, data, dataset, arch, folder) for function, data
-                                   in ((figures.accuracy_vs_sparsity, records), (figures.accuracy_vs_density, records),
-                                       (layer_density_figure, collection), (training_curves_figure, collection),
-                                       (figures.cost_per_method, records))]
-                 for dataset, arch in groups}  # the figures first: they are drawn while the tables are written
+        sparsity = {group: figure_saves.draw(figures.accuracy_vs_sparsity, records, *group, folder) for group in groups}
+        forest = figure_saves.draw(paired_figure, records, reference, folder)
+        drawn = {(dataset, arch): [sparsity[dataset, arch]] + [
+            figure_saves.draw(function, data, dataset, arch, folder) for function, data in (
+                (layer_density_figure, collection), (training_curves_figure, collection),
+                (figures.accuracy_vs_density, records), (figures.cost_per_method, records))]
+            for dataset, arch in groups}
         imc_figures = [figure_saves.draw(figures.spectrum, by_name, folder),
                        figure_saves.draw(figures.sensitivity, by_name, folder),
                        figure_saves.draw(figures.lipschitz, estimates, folder)]
-        differences = paired.differences(records, reference)
-        forest = None if differences.empty else figure_saves.draw(figures.paired_differences, differences, folder)
+        figure_saves.start()  # the longest first: then the tables, while the figures are drawn
         write_text(out / "records.csv", records.drop(columns=["extra"]).to_csv(index=False))
         for (dataset, arch, kind), summary in build_tables(records).items():
             markdown = write_table(summary, out / "tables" / f"{dataset}-{arch}-{kind}", formats)
@@ -271,10 +279,10 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             source = f"paper's Table {number}" if number else "no paper table for this dataset"
             sections.append(f"### {KIND_TITLES[kind]}: {dataset}, {arch} ({source})\n\n{markdown}\n")
         for dataset, arch in groups:
-            by_sparsity, by_density, layers, curves, cost = drawn[dataset, arch]
+            by_sparsity, layers, curves, by_density, cost = drawn[dataset, arch]
             sections += [lambda drawings=(by_density, by_sparsity, layers, curves): "".join(map(figure_links, drawings)),
                          lambda cost=cost, name=f"{dataset} {arch}": figure_links(cost, lambda path: f"cost per method, {name}")]
-        sections += paired_sections(records, differences, forest, out, formats, reference)
+        sections += paired_sections(records, paired.differences(records, reference), forest, out, formats, reference)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
         sections.append(lambda: "".join(figure_links(drawing, lambda path: path.stem) for drawing in imc_figures))

@@ -135,8 +135,11 @@ def test_a_figure_function_that_fails_in_its_child_is_named_after_the_others_fin
         with figure_saves.drawing(2):
             failed = figure_saves.draw(broken, tmp_path)
             fine = figure_saves.draw(figures.accuracy_vs_sparsity, data, DATASET, ARCH, tmp_path)
+            figure_saves.start()
+            late = figure_saves.draw(figures.accuracy_vs_density, data, DATASET, ARCH, tmp_path)  # a second batch
     assert failed.failed and failed.paths == []
     assert [path.suffix for path in fine.paths] == [".png"] and fine.paths[0].stat().st_size > 0
+    assert not late.failed and late.paths[0].name.startswith("accuracy-vs-density")
 
 
 def test_an_unknown_figure_format_is_named_with_the_accepted_ones():
