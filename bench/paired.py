@@ -78,14 +78,25 @@ def comparison_points(records: pd.DataFrame) -> dict[tuple[str, str, str], pd.Da
     return {key: rows for key, rows in points.items() if rows.method.nunique() > 1}
 
 
-def accuracy_by_trial(rows: pd.DataFrame) -> dict[str, pd.Series]:
-    """{method: accuracy (%) indexed by trial} of one comparison point."""
-    return {method: group.groupby("trial").accuracy.last() * 100.0 for method, group in rows.groupby("method")}
+Accuracies = dict[tuple[str, str, str], dict[str, dict[int, float]]]
+"""{(dataset, arch, level): {method: {trial: accuracy (%)}}}: what every paired comparison reads."""
 
 
-def paired_difference(method: pd.Series, against: pd.Series) -> tuple[Interval, list[int]]:
-    """The interval of `method - against` over the trials both have, and the trials only one has."""
-    mine, theirs = method.to_dict(), against.to_dict()  # dicts: a report of 10,000 jobs asks this thousands of times
+def accuracy_by_trial(rows: pd.DataFrame) -> dict[str, dict[int, float]]:
+    """{method: {trial: accuracy (%)}} of one comparison point (dicts: a report of 10,000 jobs compares
+    them thousands of times)."""
+    return {method: (group.groupby("trial").accuracy.last() * 100.0).to_dict()
+            for method, group in rows.groupby("method")}
+
+
+def trial_accuracies(records: pd.DataFrame) -> Accuracies:
+    """Every comparison point's accuracies by method and trial; `differences` and `ranking` take it, so a
+    report that needs both computes it once."""
+    return {key: accuracy_by_trial(point) for key, point in comparison_points(records).items()}
+
+
+def paired_difference(mine: dict[int, float], theirs: dict[int, float]) -> tuple[Interval, list[int]]:
+    """The interval of `mine - theirs` over the trials both have, and the trials only one has."""
     left_out = sorted(set(mine).symmetric_difference(theirs))
     return (t_interval([value - theirs[trial] for trial, value in mine.items() if trial in theirs]),
             [int(trial) for trial in left_out])
@@ -98,11 +109,12 @@ def references_present(methods, reference: str | None) -> list[str]:
     return [name for name in IMC_ROWS if name in methods]
 
 
-def differences(records: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
-    """Every method's paired difference (percentage points) to dense and to the reference(s), per point."""
+def differences(records: pd.DataFrame, reference: str | None = None,
+                accuracies: Accuracies | None = None) -> pd.DataFrame:
+    """Every method's paired difference (percentage points) to dense and to the reference(s), per point
+    (from `accuracies`, the records' `trial_accuracies`, where the caller has them)."""
     rows = []
-    for (dataset, arch, level), point in comparison_points(records).items():
-        accuracy = accuracy_by_trial(point)
+    for (dataset, arch, level), accuracy in (trial_accuracies(records) if accuracies is None else accuracies).items():
         for against in [BASELINE, *references_present(accuracy, reference)]:
             if against not in accuracy:
                 continue
@@ -118,13 +130,13 @@ def differences(records: pd.DataFrame, reference: str | None = None) -> pd.DataF
     return pd.DataFrame(rows, columns=DIFFERENCE_COLUMNS)
 
 
-def ranking(records: pd.DataFrame) -> pd.DataFrame:
-    """Per point, methods by mean accuracy; rank = 1 + the methods that are better by a paired interval.
+def ranking(records: pd.DataFrame, accuracies: Accuracies | None = None) -> pd.DataFrame:
+    """Per point, methods by mean accuracy; rank = 1 + the methods that are better by a paired interval
+    (from `accuracies`, the records' `trial_accuracies`, where the caller has them).
 
     A method with fewer than two trials has no rank (NaN) and enters no other method's comparison."""
     rows = []
-    for (dataset, arch, level), point in comparison_points(records).items():
-        accuracy = accuracy_by_trial(point)
+    for (dataset, arch, level), accuracy in (trial_accuracies(records) if accuracies is None else accuracies).items():
         ranked = {method: values for method, values in accuracy.items() if len(values) >= 2}
         for method, values in accuracy.items():
             better, tied = 0, []
@@ -136,7 +148,7 @@ def ranking(records: pd.DataFrame) -> pd.DataFrame:
                     better += interval.mean > 0
                 else:
                     tied.append(other)
-            own = t_interval(values.tolist())
+            own = t_interval(list(values.values()))
             rows.append({"dataset": dataset, "arch": arch, "level": level,
                          "rank": 1 + better if method in ranked else math.nan, "method": method, "n": own.n,
                          "accuracy": own.mean, "ci_low": own.low, "ci_high": own.high,

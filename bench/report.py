@@ -101,13 +101,15 @@ def method_code_lines(jobs: pd.DataFrame) -> str:
     return "".join(f"- {note}\n" for note in code_notes(jobs))
 
 
-def paired_sections(records: pd.DataFrame, differences: pd.DataFrame, forest: figure_saves.Drawing, out: Path,
-                    formats: tuple[str, ...], reference: str | None) -> list[str | Callable[[], str]]:
-    """Per comparison point: the paired `differences` to dense and the reference, the ranking, the forest
+def paired_sections(records: pd.DataFrame, forest: figure_saves.Drawing, out: Path, formats: tuple[str, ...],
+                    reference: str | None) -> list[str | Callable[[], str]]:
+    """Per comparison point: the paired differences to dense and the reference, the ranking, the forest
     plot (`forest`, drawn by `bench.figure_saves`: its section is finished once the figures are)."""
+    accuracies = paired.trial_accuracies(records)
+    differences = paired.differences(records, reference, accuracies)
     if differences.empty:
         return []
-    ranks = paired.ranking(records)
+    ranks = paired.ranking(records, accuracies)
     sections: list[str | Callable[[], str]] = [
         PAIRED_INTRO.format(reference=f"`{reference}`" if reference else "IMC's variants (where they ran)")]
     for (dataset, arch, level), point in differences.groupby(["dataset", "arch", "level"], sort=False):
@@ -282,7 +284,7 @@ def write_report(collection: Collection, out: Path, title: str, description: str
             by_sparsity, layers, curves, by_density, cost = drawn[dataset, arch]
             sections += [lambda drawings=(by_density, by_sparsity, layers, curves): "".join(map(figure_links, drawings)),
                          lambda cost=cost, name=f"{dataset} {arch}": figure_links(cost, lambda path: f"cost per method, {name}")]
-        sections += paired_sections(records, paired.differences(records, reference), forest, out, formats, reference)
+        sections += paired_sections(records, forest, out, formats, reference)
         if not estimates.empty:
             sections.append(lipschitz_tables(estimates, out / "tables", formats))
         sections.append(lambda: "".join(figure_links(drawing, lambda path: path.stem) for drawing in imc_figures))
