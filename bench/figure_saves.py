@@ -173,9 +173,9 @@ def figure_formats(listed: str) -> tuple[str, ...]:
 
 @contextmanager
 def drawing(workers: int | None = None, formats: tuple[str, ...] = DEFAULT_FORMATS) -> Iterator[None]:
-    """Within the block, `draw` runs figure functions in up to `workers` forked children (default: the
-    cores this process may use) and `save` writes `formats` (see `figure_formats`); leaving it waits for the children (`finish`)
-    and raises `BenchError` naming any figure function that failed."""
+    """Within the block, `draw` queues figure functions for up to `workers` forked workers (default: the
+    cores this process may use) and `save` writes `formats` (see `figure_formats`); leaving it waits for
+    the workers (`finish`) and raises `BenchError` naming any figure function that failed."""
     workers = available_cores() if workers is None else workers
     global _in_block, _workers, _formats
     if _in_block:
