@@ -71,10 +71,13 @@ def figure_paths(folder: Path, name: str) -> list[Path]:
 
 
 def save(figure, folder: Path, name: str) -> list[Path]:
-    """Write `figure` as `name`.<format> in `folder` for each format of the current block, laid out once;
-    the paths written. A figure without a layout engine is fitted to its tight bounding box in each save.
+    """Write `figure` as `name`.<format> in `folder` for each format of the current block, laid out once,
+    and remove its files in the other formats; the paths written. A figure without a layout engine is fitted to its tight bounding box in each save.
     Writes go through the atomic writer: a link at a figure's path is replaced, never written through."""
     folder.mkdir(parents=True, exist_ok=True)
+    for kind in FORMATS:  # an earlier report's copy in a format not asked for now would no longer match
+        if kind not in _formats:
+            (folder / f"{name}.{kind}").unlink(missing_ok=True)
     paths = figure_paths(folder, name)
     fit = None if figure.get_layout_engine() is not None else "tight"
     for path in paths:

@@ -142,6 +142,18 @@ def test_a_figure_function_that_fails_in_its_child_is_named_after_the_others_fin
     assert not late.failed and late.paths[0].name.startswith("accuracy-vs-density")
 
 
+def test_a_report_without_pdf_leaves_no_pdf_of_an_earlier_report(tmp_path):
+    from bench import figure_saves
+
+    data = records(1)
+    with figure_saves.drawing(1, figure_saves.figure_formats("png,pdf")):
+        both = figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path)
+    assert [path.suffix for path in both] == [".png", ".pdf"] and both[1].exists()
+    with figure_saves.drawing(1):
+        figures.accuracy_vs_sparsity(data, DATASET, ARCH, tmp_path)
+    assert sorted(path.suffix for path in tmp_path.iterdir()) == [".png"]  # the stale PDF is gone
+
+
 def test_an_unknown_figure_format_is_named_with_the_accepted_ones():
     from bench import figure_saves
     from bench.errors import BenchError
