@@ -16,8 +16,8 @@ one worker, or outside the block, `draw` runs the function here and now. A `Draw
 once `finish` has returned (or at once when drawn here).
 
 Formats: PNG by default (what the report's Markdown shows); `pdf` and `svg` on request, for papers. A
-figure with a layout engine is laid out by its first save's own draw; the other formats keep those
-positions.
+figure with a layout engine is laid out once, before its first save (the same pixels as savefig's own
+layout pass, without the extra draw savefig makes for it); every format keeps those positions.
 """
 
 from __future__ import annotations
@@ -72,18 +72,22 @@ def figure_paths(folder: Path, name: str) -> list[Path]:
 
 def save(figure, folder: Path, name: str) -> list[Path]:
     """Write `figure` as `name`.<format> in `folder` for each format of the current block, laid out once,
-    and remove its files in the other formats; the paths written. A figure without a layout engine is fitted to its tight bounding box in each save.
+    and remove its files in the other formats; the paths written. A figure without a layout engine is
+    fitted to its tight bounding box in each save.
     Writes go through the atomic writer: a link at a figure's path is replaced, never written through."""
     folder.mkdir(parents=True, exist_ok=True)
     for kind in FORMATS:  # an earlier report's copy in a format not asked for now would no longer match
         if kind not in _formats:
             (folder / f"{name}.{kind}").unlink(missing_ok=True)
     paths = figure_paths(folder, name)
-    fit = None if figure.get_layout_engine() is not None else "tight"
+    engine = figure.get_layout_engine()
+    if engine is not None:  # laid out here, once, at the saving dpi: savefig would add a whole draw for it
+        figure.set_dpi(DPI)
+        engine.execute(figure)
+        figure.set_layout_engine("none")
     for path in paths:
-        atomic_write(path, lambda handle, kind=path.suffix[1:]: figure.savefig(handle, format=kind, dpi=DPI,
-                                                                               bbox_inches=fit))
-        figure.set_layout_engine("none")  # keep the positions the first save laid out
+        atomic_write(path, lambda handle, kind=path.suffix[1:]: figure.savefig(
+            handle, format=kind, dpi=DPI, bbox_inches=None if engine is not None else "tight"))
     return paths
 
 
