@@ -11,8 +11,8 @@ report goes on with its tables. Each worker sends back the paths it wrote (JSON,
 `BenchError` after the others finished; files are written atomically (`bench.atomic`), so none is left
 half-written.
 
-Forking is used only where it is the platform's default way to start processes (Linux); elsewhere, with
-one worker, or outside the block, `draw` runs the function here and now. A `Drawing` holds its paths
+Workers are forked on Linux only (`bench.forks.forks_available`); elsewhere, with one worker, or outside
+the block, `draw` runs the function here and now. A `Drawing` holds its paths
 once `finish` has returned (or at once when drawn here).
 
 Formats: PNG by default (what the report's Markdown shows); `pdf` and `svg` on request, for papers. A

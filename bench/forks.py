@@ -6,14 +6,15 @@ child runs `function(*arguments)`, sends the result back as JSON over a pipe (da
 crosses it can run code in the parent) and exits without running the parent's exit handlers. The parent
 reads the pipes of all its running children at once (`wait_any`), so a child never blocks on a full pipe.
 
-Forking is used only where it is the platform's default way to start processes (Linux); elsewhere
-`forks_available()` is false and callers run the work in this process.
+Forking is used on Linux only (`forks_available()`; macOS's system libraries are not safe to use after a
+fork); elsewhere callers run the work in this process. It does not ask `multiprocessing` for its default
+start method, which Python 3.14 changes to forkserver on Linux too: the report's process runs no
+threads, so a fork is safe there whatever that default.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import select
 import sys
@@ -37,7 +38,7 @@ class Child:
 
 
 def forks_available() -> bool:
-    return multiprocessing.get_start_method(allow_none=False) == "fork"
+    return sys.platform.startswith("linux") and hasattr(os, "fork")
 
 
 def start(function: Callable[..., Any], *arguments, siblings: Sequence[Child] = ()) -> Child:
