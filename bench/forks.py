@@ -8,8 +8,9 @@ reads the pipes of all its running children at once (`wait_any`), so a child nev
 
 Forking is used on Linux only (`forks_available()`; macOS's system libraries are not safe to use after a
 fork); elsewhere callers run the work in this process. It does not ask `multiprocessing` for its default
-start method, which Python 3.14 changes to forkserver on Linux too: the report's process runs no
-threads, so a fork is safe there whatever that default.
+start method, which Python 3.14 changes to forkserver on Linux too: the report starts no threads and
+imports no torch, and its children only read files and draw with matplotlib's Agg, which is safe
+after a fork whatever that default.
 """
 
 from __future__ import annotations
