@@ -17,29 +17,20 @@ with its thread count), so a measurement applies to the jobs that ran on that de
 from __future__ import annotations
 
 import os
-import platform
 from pathlib import Path
 from typing import Any
 
 from bench.atomic import read_json, write_json
 from bench.data import DataSettings
+from bench.devices import cpu_model
 from bench.errors import BenchError
 
 PERF_FILE = "perf.json"
-CPUINFO = Path("/proc/cpuinfo")
 
 
-def machine_description(cpuinfo: Path = CPUINFO) -> str:
+def machine_description() -> str:
     """The machine a measurement was taken on, for people reading it later: CPU model and core count."""
-    model = platform.processor() or platform.machine()
-    try:
-        line = next((line for line in cpuinfo.read_text(errors="replace").splitlines()
-                     if line.startswith("model name")), None)
-    except OSError:
-        line = None
-    if line is not None:
-        model = line.partition(":")[2].strip() or model
-    return f"{model}, {os.cpu_count() or 1} cores"
+    return f"{cpu_model()}, {os.cpu_count() or 1} cores"
 
 
 def perf_path(explicit: str | Path | None = None, data: DataSettings | None = None) -> Path:
