@@ -31,6 +31,8 @@ METRICS = {  # column: (record field, scale, decimals)
     "Runtime (s)": ("runtime_s", 1.0, 0),
 }
 PAPER_FIELDS = {"Sparsity": "sparsity", "Accuracy": "accuracy", "Epoch": "epochs", "Runtime (s)": "runtime_s"}
+ROUNDING = 1e-12
+"""A spread this small relative to the values is float rounding, not a difference between trials."""
 
 
 def method_order(methods) -> list[str]:
@@ -114,6 +116,15 @@ def best_rows(records: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(chosen) if chosen else records.iloc[0:0]
 
 
+def spread(values: pd.Series) -> float:
+    """The sample std of `values` (NaN for one value), 0 where it is float rounding (the same sparsity
+    summed in another order gives 0.39999852341858133 and 0.3999985234185813: "± 6.8e-17" would be noise)."""
+    if len(values) < 2:
+        return math.nan
+    std = float(values.std(ddof=1))
+    return 0.0 if std <= ROUNDING * max(1.0, float(values.abs().max())) else std
+
+
 def summarise(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std and n per method of every metric, plus compression, FLOPs and device."""
     out = []
@@ -123,7 +134,7 @@ def summarise(rows: pd.DataFrame) -> pd.DataFrame:
         for column, (field, scale, _) in METRICS.items():
             values = group[field].astype(float) * scale
             entry[f"{column} mean"] = values.mean()
-            entry[f"{column} std"] = values.std(ddof=1) if len(values) > 1 else math.nan
+            entry[f"{column} std"] = spread(values)
         entry["Compression"] = group.compression.mean()
         entry["FLOPs (% dense)"] = 100.0 * (group.flops / group.dense_flops).mean()
         entry["Device"] = ", ".join(sorted(set(group.device)))

@@ -2,6 +2,7 @@
 log lines, Ctrl-C and closed pipes, the console script and packaging."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -152,6 +153,16 @@ def test_small_values_in_scientific_notation():
     from bench.tables import _cell
 
     assert _cell(2e-5, 1e-6, 2.1e-5, 2) == "2.0e-05 ± 1.0e-06 (paper 2.1e-05)"
+
+
+def test_a_spread_of_float_rounding_reads_zero_and_a_real_one_does_not():
+    import pandas as pd
+
+    from bench.tables import spread
+
+    assert spread(pd.Series([0.39999852341858133, 0.3999985234185813, 0.39999852341858133])) == 0.0
+    assert spread(pd.Series([2.0e-5, 2.2e-5])) == pytest.approx(1.414e-6, rel=1e-3)  # small but real
+    assert math.isnan(spread(pd.Series([0.4])))
 
 
 def test_progress_counts_skipped_and_gives_an_eta(tmp_path):
