@@ -446,10 +446,11 @@ def lipschitz(estimates: pd.DataFrame, folder: Path) -> list[Path]:
 def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
     """Forest plot per (dataset, arch, level): each method's paired accuracy difference to dense (and to
     the reference) with its 95% interval; filled where the interval excludes 0, hollow where it does not,
-    a bare point marked "n = 1" where no interval exists."""
+    a grey cross where no interval exists (n < 2); a row over fewer trials than the level's most says its n."""
     paths = []
     for (dataset, arch, level), point in table.groupby(["dataset", "arch", "level"], sort=False):
         panels = list(dict.fromkeys(point.against))
+        n_max = int(point.n.max())
         height = max(2.0, 0.32 * point.method.nunique() + 1.2)
         figure, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), height), squeeze=False,
                                     layout="constrained")
@@ -463,13 +464,12 @@ def paired_differences(table: pd.DataFrame, folder: Path) -> list[Path]:
                                   fmt="o", color=color, capsize=3, markerfacecolor=color if row.excludes_zero else "white")
                 else:
                     axis.plot(row["mean"], position, "x", color="0.4")
-                    axis.annotate(f"n = {int(row.n)}", (row["mean"], position), textcoords="offset points",
-                                  xytext=(6, -3), fontsize=7, color="0.4")
             axis.axvline(0, color="k", linewidth=0.8)
-            axis.set_yticks(list(positions), [display_name(method) for method in rows.method], fontsize=8)
+            labels = [display_name(row.method) + (f" (n = {int(row.n)})" if row.n < n_max else "")
+                      for _, row in rows.iterrows()]
+            axis.set_yticks(list(positions), labels, fontsize=8)
             axis.set_xlabel(f"accuracy − {display_name(against)} (points)")
             axis.grid(axis="x", alpha=0.3)
-        n_max = int(point.n.max())
         what = ("1 trial: no interval exists" if n_max < 2 else
                 f"up to {n_max} trials, 95% t-interval (red: excludes 0)")
         figure.suptitle(f"{dataset}, {arch}, sparsity {level}\npaired differences by trial, {what}", fontsize=9)
