@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-CPUINFO = Path("/proc/cpuinfo")
+from bench.cpu_support import CPUINFO
 
 
 @functools.cache

@@ -72,3 +72,14 @@ def test_report_scale_times_report_and_status_on_copied_folders(tmp_path):
                                                                    (4, "status")]
     assert all(row["seconds"] > 0 and row["peak_mb"] > 0 for row in rows)
     assert (tmp_path / "work" / "folders-4" / "report" / "README.md").exists()
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_the_architecture_stands_in_without_it(tmp_path: Path) -> None:
+    import platform
+
+    from bench.devices import cpu_model
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Gold 6430\n")
+    assert cpu_model(cpuinfo) == "Intel(R) Xeon(R) Gold 6430"
+    assert cpu_model(tmp_path / "missing") == (platform.processor() or platform.machine())
