@@ -31,6 +31,7 @@ from typing import Any
 from tabulate import tabulate
 
 from bench.data import DataSettings, dataset_sizes
+from bench.devices import thread_count
 from bench.errors import BenchError
 from bench.grid import PlannedJob
 from bench.spec import FOUND, JobSpec
@@ -203,7 +204,7 @@ def measured_where(measurement: dict[str, Any], host: str | None = None) -> str:
                 "python -m bench.perf on this machine to trust it")
     where = f"on {measurement['host']} ({measurement.get('machine', 'machine not recorded')})"
     versions = f", torch {measurement['torch']}" if "torch" in measurement else ""
-    threads = f", {measurement['threads']} threads" if "threads" in measurement else ""
+    threads = f", {thread_count(int(measurement['threads']))}" if "threads" in measurement else ""
     elsewhere = "" if measurement["host"] == host else f"; NOT this machine ({host})"
     return f"measured {when} {where}{versions}{threads}{elsewhere}"
 

@@ -28,9 +28,13 @@ def cpu_model(cpuinfo: Path = CPUINFO) -> str:
     return model or platform.processor() or platform.machine()
 
 
+def thread_count(threads: int) -> str:
+    """`threads` as words: "1 thread", "2 threads"."""
+    return f"{threads} thread{'' if threads == 1 else 's'}"
+
+
 def device_name(device: torch.device) -> str:
     """The name a record carries for `device`: the GPU's, or the CPU's model with this process's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    threads = torch.get_num_threads()
-    return f"cpu ({cpu_model()}, {threads} thread{'' if threads == 1 else 's'})"
+    return f"cpu ({cpu_model()}, {thread_count(torch.get_num_threads())})"

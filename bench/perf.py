@@ -61,6 +61,7 @@ from torch.nn import functional as F
 from bench.cli import guarded, resolve_device
 from bench.cpu_support import bf16_support
 from bench.data import DeviceData, ImageData
+from bench.devices import device_name, thread_count
 from bench.errors import BenchError
 from bench.masks import global_mask, magnitude_scores
 from bench.models import ModelInput, build_model
@@ -135,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     precisions = _precisions(args.precision)
     packing = _packing(args.packing) if "packing" in measures else []
     torch.set_num_threads(args.threads)
-    from bench.devices import device_name
-
     name = device_name(device)
-    print(f"device {device} ({name}), {args.threads} threads, {args.arch}, batch {args.batch_size}, "
+    print(f"device {device} ({name}), {thread_count(args.threads)}, {args.arch}, batch {args.batch_size}, "
           f"{', '.join(precisions)}, torch {torch.__version__}")
     if device.type == "cpu":
         print(bf16_support().advice())

@@ -98,7 +98,7 @@ def test_device_hours_name_the_file_machine_and_date_of_each_measurement(tmp_pat
     lines = capsys.readouterr().out.splitlines()
     assert any(str(perf) in line for line in lines if line.startswith("device-hours"))
     where = {line.split(":")[0].strip(): lines[index + 1] for index, line in enumerate(lines) if line.startswith("  cpu-")}
-    assert ("measured 2026-01-02T03:04:05+00:00 on colleagues-box (Intel Xeon, 2 cores), torch 2.14.1, 1 threads; "
+    assert ("measured 2026-01-02T03:04:05+00:00 on colleagues-box (Intel Xeon, 2 cores), torch 2.14.1, 1 thread; "
             f"NOT this machine ({socket.gethostname()})") in where["cpu-elsewhere"]
     assert "NOT this machine" not in where["cpu-here"] and socket.gethostname() in where["cpu-here"]
     assert "machine not recorded" in where["cpu-old"]
