@@ -42,8 +42,9 @@ from bench.paper import BASELINE, paper_table_number
 from bench.plans import describe_runs, plan_path, recorded_jobs
 from bench.safe_paths import check_tree
 from bench.stages import STAGES_FOLDER
-from bench.store import JOBS_FOLDER
+from bench.store import JOBS_FOLDER, RUNNING
 from bench.tables import TABLE_KINDS, build_tables, formatted
+from bench.tracking import job_states
 
 FORMATS = ("md", "tex", "csv")
 KIND_TITLES = {"found": "Accuracy with found sparsity", "best": "Sparsity with highest accuracy",
@@ -242,6 +243,18 @@ def outside_plan(results: Path, collection: Collection) -> pd.DataFrame:
     return on_disk[~on_disk.job_id.isin(named)]
 
 
+def with_live_states(collection: Collection, results: Path) -> Collection:
+    """`collection` with each job whose status.json still says `running` in the state `bench.status` gives
+    it: running while a process holds its lock or SLURM runs it; interrupted, cancelled or lost otherwise
+    (a stopped run leaves `running` on disk)."""
+    written_running = collection.jobs.state == RUNNING
+    if written_running.any():
+        names = list(collection.jobs.job_id[written_running])
+        states = job_states(results, names)
+        collection.jobs.loc[written_running, "state"] = [states[name].state for name in names]
+    return collection
+
+
 def outside_section(outside: pd.DataFrame) -> str:
     if outside.empty:
         return ""
@@ -415,6 +428,7 @@ def report(args: argparse.Namespace, results: Path) -> int:
         grid = load_grid(args.grid)
         collection, title, description = collect(results, grid.plan()), f"grid `{grid.name}`", grid.description
         out = Path(args.out or f"reports/{grid.name}")
+    collection = with_live_states(collection, results)
     if args.reference is not None and not collection.records.empty and args.reference not in set(collection.records.method):
         raise BenchError(f"--reference {args.reference!r} has no finished job here; methods with records: "
                          f"{', '.join(sorted(set(collection.records.method)))}")

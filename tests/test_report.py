@@ -16,7 +16,7 @@ from bench.atomic import write_json
 from bench.collect import collect
 from bench.report import main, write_report
 from bench.spec import JobSpec
-from bench.store import job_dir
+from bench.store import job_dir, job_lock
 
 DATASET, ARCH = "cifar10@5k", "resnet20"
 
@@ -138,6 +138,23 @@ def test_found_sparsity_is_imc_s_star_not_its_paper_level_jobs():
         {"method": "imc-reinit", "trial": 0, "level": "0.4", "achieved_sparsity": 0.4},  # pruned at the paper's s*
     ])
     assert found_sparsity_by_trial(records) == {0: pytest.approx(2e-5)}
+
+
+def test_a_job_left_running_on_disk_is_reported_as_bench_status_sees_it(fixture_results, tmp_path):
+    """A stopped run leaves status.json at `running`: the report calls the job interrupted unless a live
+    process holds its lock (held here, in this process, as a worker would)."""
+    results, _ = fixture_results
+    stopped, live = spec("synflow", 1, 0.4), spec("synflow", 2, 0.4)
+    for job in (stopped, live):
+        write_job(results, job, [])
+        write_json(job_dir(results, job) / "status.json", {"state": "running"})
+    out = tmp_path / "report"
+    with job_lock(job_dir(results, live)) as holder:
+        assert holder is None
+        assert main(["--results", str(results), "--out", str(out), "--figure-workers", "1"]) == 0
+    unfinished = (out / "README.md").read_text().split("## Missing, corrupt or unfinished jobs")[1]
+    assert f"`{stopped.job_id}` (interrupted)" in unfinished
+    assert f"`{live.job_id}` (running)" in unfinished
 
 
 def test_report_cli_on_an_empty_results_folder_is_one_line(tmp_path, capsys):
