@@ -399,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     args.out = args.out or str(archive.parent)
     with tempfile.TemporaryDirectory(prefix="prunebench-records-") as unpacked:
         records_archive.unpack(archive, Path(unpacked))
-        return report(args, Path(unpacked))
+        return report(args, Path(unpacked), shown_as=f"the records unpacked from `{archive}`")
 
 
-def report(args: argparse.Namespace, results: Path) -> int:
-    """Write the report that `args` asks for, from the job folders under `results`."""
+def report(args: argparse.Namespace, results: Path, shown_as: str | None = None) -> int:
+    """Write the report that `args` asks for, from the job folders under `results` (named `shown_as` in
+    the report's heading: a records archive is unpacked into a temporary folder no reader can find)."""
+    where = shown_as or f"`{results}`"
     formats = tuple(item.strip() for item in args.format.split(",") if item.strip())
     if args.figure_workers is not None and args.figure_workers < 1:
         raise BenchError(f"--figure-workers {args.figure_workers} is not valid; accepted: an integer >= 1")
@@ -416,12 +418,12 @@ def report(args: argparse.Namespace, results: Path) -> int:
     planned = None if args.all_jobs or args.grid else recorded_jobs(results)
     if args.all_jobs or (args.grid is None and planned is None):
         collection, title = collect(results), "all jobs"
-        description = f"Every job under `{results}`" + ("." if args.all_jobs else
+        description = f"Every job under {where}" + ("." if args.all_jobs else
                                                           f" (no {plan_path(results).name}: no bench.run recorded a plan here).")
         out = Path(args.out or ("reports/all" if args.all_jobs else results / "report"))
     elif planned is not None:
-        collection, title = collect(results, planned), f"the plan run into `{results}`"
-        description = f"The jobs that `bench.run` planned into `{results}` ({plan_path(results).name}):\n\n" \
+        collection, title = collect(results, planned), f"the plan run into {where}"
+        description = f"The jobs that `bench.run` planned into {where} ({plan_path(results).name}):\n\n" \
             + describe_runs(results)
         out = Path(args.out or results / "report")
     else:

@@ -44,6 +44,8 @@ def test_the_report_rebuilds_from_the_packed_records_alone(packed, tmp_path):
         name = "digits@300-" + TINY_ARCH + "-best.csv"
         assert (archive.parent / "tables" / name).read_text() == (out / "tables" / name).read_text()
         assert (archive.parent / "records.csv").read_text() == (out / "records.csv").read_text()
+        heading = (archive.parent / "README.md").read_text().splitlines()[0]
+        assert heading == f"# Report: the plan run into the records unpacked from `{archive}`"  # not a temp folder
     finally:
         shutil.copytree(moved, results)
 
