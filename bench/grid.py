@@ -109,6 +109,18 @@ class GridPart:
 
         return [paper_sparsity(dataset, arch)] if PAPER in self.sparsities else []
 
+    def levels_asked_of_self_finders(self) -> set[tuple[str, str, str, float]]:
+        """(method, dataset, arch, level) for each numeric level, other than the paper's, that this part
+        asks of a method that finds its own sparsity (mode "none": a job at its s* and one at `paper`)."""
+        asked = set()
+        for method in self.method_list():
+            method_class = _method_class(method)
+            if (self.modes.get(method) or method_class.sparsity_mode) == "none" and method_class.takes_sparsity:
+                asked |= {(method, dataset, arch, level) for dataset in self.datasets for arch in self.archs
+                          for level in self.levels(dataset, arch)
+                          if level != FOUND and level not in self.paper_levels(dataset, arch)}
+        return asked
+
     def validate(self) -> None:
         """Fail fast, before any job runs, on an unknown dataset or arch (methods: in `jobs`)."""
         from bench.data import DATASETS, parse_dataset_name
@@ -272,6 +284,26 @@ class Grid:
             for spec in part.jobs():
                 unique.setdefault(spec.job_id, spec)
         return list(unique.values())
+
+    def levels_not_planned(self) -> list[str]:
+        """In words, the levels a part asks of a method that finds its own sparsity and that no part of
+        the grid plans for it (a block with mode "levels" for the method does): said, never silent."""
+        planned = {(spec.method, spec.dataset, spec.arch, spec.sparsity) for spec in self.jobs()}
+        asked = set().union(*(part.levels_asked_of_self_finders() for part in self.parts)) - planned
+        by_method: dict[str, set[float]] = {}
+        for method, _, _, level in asked:
+            by_method.setdefault(method, set()).add(level)
+        left: dict[tuple[float, ...], list[str]] = {}
+        for method in sorted(by_method):
+            left.setdefault(tuple(sorted(by_method[method])), []).append(method)
+        lines = []
+        for levels, methods in left.items():
+            one = len(methods) == 1
+            lines.append(f"{', '.join(methods)} {'finds its' if one else 'find their'} own sparsity: grid "
+                         f"{self.name!r} runs {'it' if one else 'them'} at that s* (and at `paper` where the grid "
+                         f"asks for it), not at {', '.join(f'{level:g}' for level in levels)}; mode \"levels\" "
+                         f"([modes] of the grid or a block) runs {'it' if one else 'them'} there")
+        return lines
 
     def plan(self, filters: dict[str, tuple[str, ...]] | None = None) -> list[PlannedJob]:
         """The selected jobs plus the analysis jobs they wait for, each dependency before its dependents."""

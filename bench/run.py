@@ -137,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         print(quick_note(grid), flush=True)
     grid = apply_assignments(grid, parse_assignments(args.settings, grid_methods(grid)))
     preflight.check_grid(grid)
+    for line in grid.levels_not_planned():
+        print(f"note: {line}", flush=True)
     planned = grid.plan(parse_filters(args.filter))
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")

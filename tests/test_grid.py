@@ -37,8 +37,9 @@ def dry_run(*args: str, plugins: bool = True) -> subprocess.CompletedProcess:
 
 
 def job_lines(stdout: str) -> list[str]:
-    """The dry run's job lines and its count line ("N jobs, M done"), without the cost table after them."""
-    lines = stdout.splitlines()
+    """The dry run's job lines and its count line ("N jobs, M done"), without its notes before them and
+    the cost table after them."""
+    lines = [line for line in stdout.splitlines() if not line.startswith("note: ")]
     end = next(index for index, line in enumerate(lines) if line.split(" jobs, ")[0].isdigit())
     return lines[:end + 1]
 
@@ -137,6 +138,22 @@ methods = ["magnitude"]
     assert len(rounds) == 2 * 2 * 2 and {spec.sparsity for spec in rounds} == {0.3}
     assert {spec.train.get("lr") for spec in rounds} == {0.05, None}, "lr 0.1 is the default: dropped"
     assert len(specs) == len({spec.job_id for spec in specs}) == 4 + 12 + 8
+
+
+def test_a_level_a_self_finding_method_does_not_run_at_is_said(tmp_path: Path) -> None:
+    """IMC's variants find their own sparsity (mode "none"): a grid that lists them at 0.9 plans them at
+    their s* only, and the run says so; a block giving them mode "levels" at 0.9 plans them there."""
+    base = 'methods = ["imc-reinit", "snip"]\ndatasets = ["digits"]\nsparsities = [0.9]\n'
+    asked = dry_run("--grid", grid_file(tmp_path, base, "asked"), "--results", str(tmp_path / "r"))
+    assert asked.returncode == 0, asked.stderr
+    notes = [line for line in asked.stdout.splitlines() if line.startswith("note: ")]
+    assert notes == ["note: imc-reinit finds its own sparsity: grid 'asked' runs it at that s* (and at `paper` "
+                     "where the grid asks for it), not at 0.9; mode \"levels\" ([modes] of the grid or a block) "
+                     "runs it there"]
+    levels = load_grid(grid_file(tmp_path, base + '\n[[block]]\n\n[[block]]\nmethods = ["imc-reinit"]\n'
+                                 'modes = { imc-reinit = "levels" }\n', "planned"))
+    assert levels.levels_not_planned() == []
+    assert {spec.sparsity for spec in levels.jobs() if spec.method == "imc-reinit"} == {None, 0.9}
 
 
 def test_defaults_do_not_rename_jobs_and_bad_settings_fail(tmp_path: Path) -> None:
