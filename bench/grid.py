@@ -285,10 +285,11 @@ class Grid:
                 unique.setdefault(spec.job_id, spec)
         return list(unique.values())
 
-    def levels_not_planned(self) -> list[str]:
+    def levels_not_planned(self, jobs: list[JobSpec]) -> list[str]:
         """In words, the levels a part asks of a method that finds its own sparsity and that no part of
-        the grid plans for it (a block with mode "levels" for the method does): said, never silent."""
-        planned = {(spec.method, spec.dataset, spec.arch, spec.sparsity) for spec in self.jobs()}
+        the grid plans for it (a block with mode "levels" for the method does): said, never silent.
+        `jobs`: this grid's `jobs()`, expanded once by the caller."""
+        planned = {(spec.method, spec.dataset, spec.arch, spec.sparsity) for spec in jobs}
         asked = set().union(*(part.levels_asked_of_self_finders() for part in self.parts)) - planned
         by_method: dict[str, set[float]] = {}
         for method, _, _, level in asked:
@@ -305,10 +306,12 @@ class Grid:
                          f"([modes] of the grid or a block) runs {'it' if one else 'them'} there")
         return lines
 
-    def plan(self, filters: dict[str, tuple[str, ...]] | None = None) -> list[PlannedJob]:
-        """The selected jobs plus the analysis jobs they wait for, each dependency before its dependents."""
+    def plan(self, filters: dict[str, tuple[str, ...]] | None = None,
+             jobs: list[JobSpec] | None = None) -> list[PlannedJob]:
+        """The selected jobs plus the analysis jobs they wait for, each dependency before its dependents
+        (`jobs`: this grid's `jobs()` where the caller has expanded them already)."""
         needs = {method for part in self.parts for method in part.needs_analysis}
-        selected = [spec for spec in self.jobs() if matches(spec, filters or {})]
+        selected = [spec for spec in (self.jobs() if jobs is None else jobs) if matches(spec, filters or {})]
         return plan_jobs(selected, needs)
 
 

@@ -137,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         print(quick_note(grid), flush=True)
     grid = apply_assignments(grid, parse_assignments(args.settings, grid_methods(grid)))
     preflight.check_grid(grid)
-    for line in grid.levels_not_planned():
+    expanded = grid.jobs()
+    for line in grid.levels_not_planned(expanded):
         print(f"note: {line}", flush=True)
-    planned = grid.plan(parse_filters(args.filter))
+    planned = grid.plan(parse_filters(args.filter), expanded)
     if not planned:
         raise BenchError(f"no job of grid {grid.name!r} matches the filters {args.filter}")
     results = Path(args.results)

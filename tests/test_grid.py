@@ -152,7 +152,7 @@ def test_a_level_a_self_finding_method_does_not_run_at_is_said(tmp_path: Path) -
                      "runs it there"]
     levels = load_grid(grid_file(tmp_path, base + '\n[[block]]\n\n[[block]]\nmethods = ["imc-reinit"]\n'
                                  'modes = { imc-reinit = "levels" }\n', "planned"))
-    assert levels.levels_not_planned() == []
+    assert levels.levels_not_planned(levels.jobs()) == []
     assert {spec.sparsity for spec in levels.jobs() if spec.method == "imc-reinit"} == {None, 0.9}
 
 
